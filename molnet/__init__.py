@@ -1,0 +1,25 @@
+"""molnet: equivariant message-passing interatomic potentials.
+
+>>> import molnet
+>>> model = molnet.models.build_model({"name": "mpnn", "elements": ["H", "C", "O"]})
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from molnet import models  # noqa: E402
+from molnet.models.io import save_model  # noqa: E402
+
+
+def load_model(name_or_path, dtype=None, device="cpu"):
+    """Load a model by pretrained name, path to a ``.safetensors`` model file, or URL.
+
+    See :func:`molnet.pretrained.load` for names and URLs. Never unpickles.
+    """
+    from molnet.pretrained import load
+
+    return load(name_or_path, dtype=dtype, device=device)
+
+
+__all__ = ["__version__", "load_model", "save_model", "models"]

@@ -1,0 +1,159 @@
+"""Reading reference data (extxyz, ASE db, anything ``ase.io.read`` knows) and splitting it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+import ase.io
+
+from molnet.data import keys
+from molnet.errors import DataError
+
+#: Targets that read_dataset knows; the names are those of the ``require`` argument.
+TARGETS = ("energy", "forces", "stress")
+
+
+def _lookup(atoms: Atoms, key: str, container: str):
+    """Return the value under ``key`` in ``atoms.info``/``atoms.arrays`` or the attached calculator."""
+    store = atoms.info if container == "info" else atoms.arrays
+    if key in store:
+        return store[key]
+    calc = atoms.calc
+    if calc is not None and key in getattr(calc, "results", {}):
+        return calc.results[key]
+    return None
+
+
+def _as_stress_matrix(value, where: str) -> np.ndarray:
+    """Convert a Voigt-6 (xx, yy, zz, yz, xz, xy) or 3×3/9 stress to a symmetric 3×3 array."""
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size == 6:
+        xx, yy, zz, yz, xz, xy = arr
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    if arr.size == 9:
+        return arr.reshape(3, 3)
+    raise DataError(f"{where}: stress has {arr.size} components; expected 6 (Voigt) or 9")
+
+
+def extract_targets(
+    atoms: Atoms,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stress_key: str = "stress",
+    require: Iterable[str] = ("energy",),
+    where: str = "structure",
+) -> Atoms:
+    """Return a copy of ``atoms`` with its reference values stored under the ``REF_*`` keys.
+
+    Values are read from ``atoms.info`` (energy, stress), ``atoms.arrays`` (forces) or an
+    attached SinglePointCalculator (ASE >= 3.23 moves ``energy``/``forces``/``stress`` there).
+    Raises :class:`DataError` naming ``where`` when a required target is missing or malformed.
+    """
+    require = set(require)
+    unknown = require - set(TARGETS)
+    if unknown:
+        raise DataError(f"unknown required target(s) {sorted(unknown)}; choose from {TARGETS}")
+    out = atoms.copy()
+    out.calc = None
+    n = len(atoms)
+    energy = _lookup(atoms, energy_key, "info")
+    forces = _lookup(atoms, forces_key, "arrays")
+    stress = _lookup(atoms, stress_key, "info")
+    for name, key, value in (("energy", energy_key, energy), ("forces", forces_key, forces), ("stress", stress_key, stress)):
+        if value is None and name in require:
+            raise DataError(
+                f"{where}: no {name} under the key {key!r} (info keys: {sorted(atoms.info)}, "
+                f"array keys: {sorted(atoms.arrays)}); set {name}_key to the right name"
+            )
+    if energy is not None:
+        try:
+            energy = float(np.asarray(energy).reshape(()))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: energy {energy!r} under key {energy_key!r} is not a number") from exc
+        if not np.isfinite(energy):
+            raise DataError(f"{where}: energy under key {energy_key!r} is {energy}")
+        out.info[keys.REF_ENERGY] = energy
+    if forces is not None:
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape != (n, 3):
+            raise DataError(
+                f"{where}: forces under key {forces_key!r} have shape {forces.shape}; expected ({n}, 3)"
+            )
+        if not np.isfinite(forces).all():
+            raise DataError(f"{where}: forces under key {forces_key!r} contain NaN or infinite values")
+        out.arrays[keys.REF_FORCES] = forces
+    if stress is not None:
+        out.info[keys.REF_STRESS] = _as_stress_matrix(stress, where)
+    for k in (energy_key, stress_key):
+        out.info.pop(k, None)
+    if forces_key in out.arrays:
+        del out.arrays[forces_key]
+    return out
+
+
+def read_dataset(
+    path: str | Path,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stress_key: str = "stress",
+    require: Iterable[str] = ("energy",),
+    index: str = ":",
+) -> list[Atoms]:
+    """Read reference structures from ``path`` (extxyz, ASE db, or any format ASE reads).
+
+    Each returned :class:`ase.Atoms` carries its targets under the ``REF_*`` keys of
+    :mod:`molnet.data.keys`, ready for :meth:`AtomicGraph.from_atoms`. ``require`` lists the
+    targets every frame must have (``"energy"``, ``"forces"``, ``"stress"``); a missing one
+    raises :class:`DataError` naming the file and frame. Isolated atoms
+    (``config_type=isolated_atom``) are kept; separate them with :func:`split_isolated_atoms`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        frames = ase.io.read(str(path), index=index)
+    except Exception as exc:  # ASE raises many types for broken files
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file truncated or of another format?") from exc
+    if isinstance(frames, Atoms):
+        frames = [frames]
+    if len(frames) == 0:
+        raise DataError(f"{path}: contains no structures")
+    return [
+        extract_targets(a, energy_key, forces_key, stress_key, require, where=f"{path}, frame {i}")
+        for i, a in enumerate(frames)
+    ]
+
+
+def split_isolated_atoms(configs: Sequence[Atoms]) -> tuple[dict[int, float], list[Atoms]]:
+    """Split off single-atom configurations marked ``config_type=isolated_atom``.
+
+    Returns ``({Z: E0 in eV}, remaining configurations)``.
+    """
+    e0s: dict[int, float] = {}
+    rest = []
+    for atoms in configs:
+        if atoms.info.get(keys.CONFIG_TYPE) == keys.ISOLATED_ATOM and len(atoms) == 1:
+            if keys.REF_ENERGY not in atoms.info:
+                raise DataError(f"isolated atom {atoms.get_chemical_symbols()[0]} has no energy")
+            e0s[int(atoms.numbers[0])] = float(atoms.info[keys.REF_ENERGY])
+        else:
+            rest.append(atoms)
+    return e0s, rest
+
+
+def random_split(
+    configs: Sequence[Atoms], valid_fraction: float, seed: int = 0
+) -> tuple[list[Atoms], list[Atoms]]:
+    """Seeded random split into (train, valid); at least one validation configuration."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise DataError(f"valid_fraction must lie in (0, 1), got {valid_fraction}")
+    if len(configs) < 2:
+        raise DataError(f"cannot split {len(configs)} configuration(s) into train and valid")
+    order = np.random.default_rng(seed).permutation(len(configs))
+    n_valid = max(1, int(round(valid_fraction * len(configs))))
+    valid = [configs[i] for i in sorted(order[:n_valid])]
+    train = [configs[i] for i in sorted(order[n_valid:])]
+    return train, valid

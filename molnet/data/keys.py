@@ -1,0 +1,36 @@
+"""Names of the fields of an :class:`~molnet.data.AtomicGraph` and of the targets.
+
+Keep every string key here so that the data, the models and the training loop agree.
+"""
+
+from __future__ import annotations
+
+# Geometry and graph fields ---------------------------------------------------
+POSITIONS = "positions"  # [n_nodes, 3] Å
+ATOMIC_NUMBERS = "atomic_numbers"  # [n_nodes] int64
+EDGE_INDEX = "edge_index"  # [2, n_edges] (sender j, receiver i)
+SHIFTS = "shifts"  # [n_edges, 3] Å, r_ij = r_j - r_i + shift
+UNIT_SHIFTS = "unit_shifts"  # [n_edges, 3] integer lattice translations, shift = unit_shift @ cell
+CELL = "cell"  # [1, 3, 3] Å, rows are lattice vectors
+PBC = "pbc"  # [1, 3] bool
+BATCH = "batch"  # [n_nodes] graph index of each node (added by torch_geometric)
+
+# Targets ---------------------------------------------------------------------
+ENERGY = "energy"  # [1] eV
+FORCES = "forces"  # [n_nodes, 3] eV/Å
+STRESS = "stress"  # [1, 3, 3] eV/Å^3, ASE sign convention
+WEIGHT = "weight"  # [1] per-configuration loss weight
+ENERGY_WEIGHT = "energy_weight"  # [1] 0 when the configuration has no energy
+FORCES_WEIGHT = "forces_weight"  # [1] 0 when the configuration has no forces
+STRESS_WEIGHT = "stress_weight"  # [1] 0 when the configuration has no stress
+
+# Where read_dataset stores parsed reference values on ase.Atoms ---------------
+REF_ENERGY = "REF_energy"
+REF_FORCES = "REF_forces"
+REF_STRESS = "REF_stress"
+REF_WEIGHT = "REF_weight"
+CONFIG_TYPE = "config_type"
+ISOLATED_ATOM = "isolated_atom"
+
+# Model outputs -----------------------------------------------------------------
+NODE_ENERGY = "node_energy"  # [n_nodes] eV

@@ -1,0 +1,55 @@
+"""Batched inference on lists of ASE structures."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from rich.progress import Progress
+from torch_geometric.loader import DataLoader
+
+from molnet.data import AtomicGraph, keys
+from molnet.models.potential import Potential
+
+
+def predict(
+    model: Potential,
+    structures: Sequence[Atoms],
+    batch_size: int = 16,
+    compute_stress: bool | None = None,
+    progress: bool = False,
+) -> list[dict[str, np.ndarray]]:
+    """Energy (eV), forces (eV/Å), per-atom energies and, for periodic cells, stress (eV/Å³).
+
+    ``compute_stress=None`` computes stress only when every structure is periodic in 3-D.
+    Returns one dict per structure, in order, with keys ``energy``, ``forces``, ``energies``
+    and optionally ``stress`` (3×3).
+    """
+    if compute_stress is None:
+        compute_stress = len(structures) > 0 and all(a.pbc.all() for a in structures)
+    device = model.e0s.device
+    results: list[dict[str, np.ndarray]] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(structures))
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            graphs = [
+                AtomicGraph.from_atoms(a, model.r_max, dtype=model.dtype, where=f"structure {start + k}")
+                for k, a in enumerate(chunk)
+            ]
+            batch = next(iter(DataLoader(graphs, batch_size=len(graphs)))).to(device)
+            out = model(batch, compute_forces=True, compute_stress=compute_stress)
+            ptr = batch.ptr.cpu().numpy()
+            for g in range(len(chunk)):
+                item = {
+                    "energy": float(out[keys.ENERGY][g]),
+                    "forces": out[keys.FORCES][ptr[g] : ptr[g + 1]].cpu().numpy(),
+                    "energies": out[keys.NODE_ENERGY][ptr[g] : ptr[g + 1]].cpu().numpy(),
+                }
+                if compute_stress:
+                    item["stress"] = out[keys.STRESS][g].cpu().numpy()
+                results.append(item)
+            bar.advance(task, len(chunk))
+    return results

@@ -1,0 +1,121 @@
+"""Model files: safetensors weights plus a JSON configuration in the file's metadata.
+
+Loading builds the model from its configuration and loads the tensors; nothing is ever
+unpickled, so a model file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import molnet
+from molnet.errors import ConfigError, ModelFileError
+from molnet.models.potential import Potential
+from molnet.models.registry import build_model
+
+FORMAT_NAME = "molnet-model"
+FORMAT_VERSION = 1
+
+# Leading bytes of files that would need unpickling: a torch zip archive or a raw pickle.
+_PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def save_model(model: Potential, path: str | Path, training: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` (atomically: a temporary file renamed into place).
+
+    ``training`` is an optional JSON-serialisable summary (data, metrics) stored with the model.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    config = dict(model.config)
+    config["e0s"] = {s: float(e) for s, e in zip(model.elements, model.e0s.tolist())}
+    config["scale"] = float(model.scale)
+    config["shift"] = float(model.shift)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "molnet_version": molnet.__version__,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "config": json.dumps(config),
+        "training": json.dumps(training or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Return the parsed metadata (``config``, ``training``, versions) of a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if any(head.startswith(sig) for sig in _PICKLE_SIGNATURES):
+        raise ModelFileError(
+            f"{path}: is a pickled (torch.save) file; molnet refuses to unpickle model files because "
+            "that can run arbitrary code. Export a checkpoint with `molnet export`."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for broken headers
+        raise ModelFileError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from exc
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: a safetensors file but not a molnet model (no '{FORMAT_NAME}' metadata)")
+    try:
+        version = int(metadata.get("format_version", "0"))
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: invalid format_version {metadata.get('format_version')!r}") from exc
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format {version} is newer than this molnet ({molnet.__version__}) reads "
+            f"(format {FORMAT_VERSION}); upgrade molnet"
+        )
+    try:
+        return {
+            **metadata,
+            "config": json.loads(metadata["config"]),
+            "training": json.loads(metadata.get("training", "{}")),
+        }
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: the model configuration in the metadata is missing or not JSON") from exc
+
+
+def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Potential:
+    """Build the model described in ``path`` and load its weights (never unpickles)."""
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        model = build_model(meta["config"])
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: the stored configuration is invalid: {exc}") from exc
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:
+        raise ModelFileError(f"{path}: the weights cannot be read (corrupt or truncated?): {exc}") from exc
+    model = model.to(dtype=tensors["e0s"].dtype if "e0s" in tensors else torch.get_default_dtype())
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not match the stored configuration: {exc}") from exc
+    model.training_summary = meta["training"]
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return model.to(device).eval()

@@ -1,0 +1,145 @@
+"""The potential: per-atom energies of any body → energy, forces and stress."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from ase.data import atomic_numbers as SYMBOL_TO_Z
+from ase.data import chemical_symbols
+from torch import nn
+
+from molnet.data import keys
+from molnet.errors import NonFiniteError, UnknownElementError
+from molnet.nn.inputs import GraphInputs, scatter_sum
+
+
+class Potential(nn.Module):
+    """E = Σ_i (scale·e_i + shift) + Σ_i E0[Z_i]; forces −∂E/∂r and stress (1/V)·∂E/∂ε by autograd.
+
+    ``body`` maps :class:`GraphInputs` to per-atom energies ``[n_nodes]``. Stress follows ASE's
+    sign convention (positive under tension) and is the derivative with respect to a symmetric
+    strain ε applied to positions and cell; it is zero for structures without a 3-D periodic cell.
+
+    Parameters
+    ----------
+    body
+        The model family's network.
+    elements
+        Chemical symbols the model knows, in the order of its species index.
+    config
+        The full configuration the model was built from (stored in model files).
+    e0s
+        Isolated-atom energies per element symbol (eV); missing ones are 0.
+    scale, shift
+        Per-atom energy scale and shift (eV).
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        elements: Sequence[str],
+        config: dict,
+        e0s: dict[str, float] | None = None,
+        scale: float = 1.0,
+        shift: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.elements = list(elements)
+        self.config = config
+        e0s = e0s or {}
+        self.register_buffer("e0s", torch.tensor([float(e0s.get(s, 0.0)) for s in self.elements]))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("shift", torch.tensor(float(shift)))
+        table = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        for k, s in enumerate(self.elements):
+            table[SYMBOL_TO_Z[s]] = k
+        self.register_buffer("z_to_species", table, persistent=False)
+
+    @property
+    def r_max(self) -> float:
+        return float(self.config["r_max"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.e0s.dtype
+
+    def species_of(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Map atomic numbers ``[n]`` to species indices, refusing elements the model does not know."""
+        valid = (atomic_numbers >= 0) & (atomic_numbers < len(self.z_to_species))
+        species = torch.where(valid, self.z_to_species[atomic_numbers.clamp(0, len(self.z_to_species) - 1)], -1)
+        unknown = species < 0
+        if bool(unknown.any()):
+            idx = torch.nonzero(unknown).flatten()
+            zs = sorted({int(z) for z in atomic_numbers[idx]})
+            names = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in zs]
+            raise UnknownElementError(
+                f"element(s) {names} (atom index {idx[:10].tolist()}) are not known to this model; "
+                f"it was trained on {self.elements}"
+            )
+        return species
+
+    def forward(
+        self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Evaluate a torch_geometric batch of :class:`~molnet.data.AtomicGraph`.
+
+        Returns a dict with ``energy [n_graphs]`` eV, ``node_energy [n_nodes]`` eV and, when
+        asked, ``forces [n_nodes, 3]`` eV/Å and ``stress [n_graphs, 3, 3]`` eV/Å³. ``training``
+        keeps the graph of the derivatives so that a loss on forces can be back-propagated.
+        """
+        dtype = self.dtype
+        species = self.species_of(batch[keys.ATOMIC_NUMBERS])
+        positions = batch[keys.POSITIONS].to(dtype)
+        n_nodes = len(positions)
+        node_batch = batch[keys.BATCH] if getattr(batch, keys.BATCH, None) is not None else torch.zeros(n_nodes, dtype=torch.long, device=positions.device)
+        num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
+        cell = batch[keys.CELL].to(dtype).reshape(-1, 3, 3)
+        edge_index = batch[keys.EDGE_INDEX]
+        shifts = batch[keys.SHIFTS].to(dtype)
+        needs_grad = compute_forces or compute_stress
+        with torch.enable_grad():
+            if needs_grad and not positions.requires_grad:
+                positions = positions.clone().requires_grad_(True)
+            if compute_stress:
+                displacement = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+                strain = 0.5 * (displacement + displacement.transpose(1, 2))  # [n_graphs, 3, 3]
+                positions = positions + torch.einsum("ni,nij->nj", positions, strain[node_batch])
+                cell = cell + torch.bmm(cell, strain)
+                edge_cell = cell[node_batch[edge_index[1]]]  # [n_edges, 3, 3]
+                shifts = torch.einsum("ei,eij->ej", batch[keys.UNIT_SHIFTS].to(dtype), edge_cell)
+            inputs = GraphInputs(
+                positions=positions, species=species, edge_index=edge_index, shifts=shifts,
+                cell=cell, pbc=batch[keys.PBC].reshape(-1, 3), batch=node_batch, num_graphs=num_graphs,
+            )
+            node_energy = self.scale * self.body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
+            energy = scatter_sum(node_energy, node_batch, num_graphs)  # [n_graphs]
+            out = {keys.ENERGY: energy, keys.NODE_ENERGY: node_energy}
+            if needs_grad:
+                wrt = [positions] + ([displacement] if compute_stress else [])
+                grads = torch.autograd.grad(
+                    energy.sum(), wrt, create_graph=training, retain_graph=training, allow_unused=True
+                )
+                if compute_forces:
+                    g = grads[0] if grads[0] is not None else torch.zeros_like(positions)
+                    out[keys.FORCES] = -g
+                if compute_stress:
+                    g = grads[-1] if grads[-1] is not None else torch.zeros_like(displacement)
+                    volume = torch.linalg.det(cell).abs()
+                    periodic = batch[keys.PBC].reshape(-1, 3).all(dim=1) & (volume > 0)
+                    safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
+                    out[keys.STRESS] = torch.where(periodic[:, None, None], g / safe_volume[:, None, None], 0.0)
+        if not training:
+            out = {k: v.detach() for k, v in out.items()}
+        _check_finite(out)
+        return out
+
+
+def _check_finite(out: dict[str, torch.Tensor]) -> None:
+    for name, value in out.items():
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(
+                f"the model produced non-finite {name}; check the structure for atoms far outside the "
+                "training distribution and the model file for corrupted weights"
+            )

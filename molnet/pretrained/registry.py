@@ -1,0 +1,126 @@
+"""Pretrained models: shipped inside the package or downloaded once, always verified by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from molnet.errors import ModelFileError
+from molnet.models.io import load_model_file
+from molnet.models.potential import Potential
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_DIR = Path(__file__).parent
+REGISTRY_FILE = PRETRAINED_DIR / "registry.json"
+
+
+@dataclass
+class PretrainedEntry:
+    """One pretrained model: a file shipped in this folder or a URL, with its sha256."""
+
+    name: str
+    family: str
+    elements: list[str]
+    training_data: str
+    sha256: str
+    file: str | None = None
+    url: str | None = None
+    size_bytes: int | None = None
+    metrics: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def registry() -> dict[str, PretrainedEntry]:
+    """All registered pretrained models by name (from ``registry.json`` beside this module)."""
+    if not REGISTRY_FILE.is_file():
+        return {}
+    entries = json.loads(REGISTRY_FILE.read_text())
+    return {e["name"]: PretrainedEntry(**e) for e in entries}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Download cache: ``$MOLNET_CACHE`` or ``~/.cache/molnet``."""
+    return Path(os.environ.get("MOLNET_CACHE", Path.home() / ".cache" / "molnet"))
+
+
+def download(url: str, sha256: str | None, name: str | None = None) -> Path:
+    """Download ``url`` once into the cache and verify its sha256 before returning the path.
+
+    The download goes to a temporary file that is renamed into place only once verified, so a
+    partial or tampered download never replaces a good cache entry. A checksum mismatch deletes
+    the download and raises :class:`ModelFileError`.
+    """
+    filename = name or Path(urllib.parse.urlparse(url).path).name or "model.safetensors"
+    target = cache_dir() / (f"{sha256[:16]}-{filename}" if sha256 else filename)
+    if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+            shutil.copyfileobj(response, out)
+        got = sha256_of(tmp)
+        if sha256 is not None and got != sha256:
+            raise ModelFileError(
+                f"{url}: checksum mismatch (expected sha256 {sha256}, got {got}); the download was deleted"
+            )
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ModelFileError(f"{url}: download failed: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("downloaded %s to %s", url, target)
+    return target
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Path of a verified model file for a pretrained name, a local path or a URL."""
+    text = str(name_or_path)
+    entries = registry()
+    if text in entries:
+        entry = entries[text]
+        if entry.file is not None:
+            path = PRETRAINED_DIR / entry.file
+            if sha256_of(path) != entry.sha256:
+                raise ModelFileError(f"{path}: shipped model {text!r} fails its sha256 check; reinstall molnet")
+            return path
+        if entry.url is None:
+            raise ModelFileError(f"pretrained model {text!r} has neither a file nor a URL")
+        return download(entry.url, entry.sha256)
+    if "://" in text:
+        parsed = urllib.parse.urlparse(text)
+        expected = urllib.parse.parse_qs(parsed.fragment).get("sha256", [None])[0]
+        return download(text.split("#")[0], expected)
+    path = Path(text)
+    if not path.exists():
+        raise ModelFileError(
+            f"{text!r} is neither a pretrained model name ({sorted(entries)}) nor an existing file"
+        )
+    return path
+
+
+def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str = "cpu") -> Potential:
+    """Load a model by pretrained name, file path, or URL (``...#sha256=<hex>`` to verify)."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return load_model_file(resolve(name_or_path), dtype=dtype, device=device)

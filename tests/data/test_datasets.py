@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import write
+
+from molnet.data import compute_statistics, load_bundled, random_split, read_dataset, split_isolated_atoms
+from molnet.data.bundled import bundled_path
+from molnet.errors import DataError
+
+
+def test_bundled_sets_read_with_targets():
+    for name in ("acac", "ethanol"):
+        configs = load_bundled(name, "train")
+        assert len(configs) >= 100
+        assert all("REF_energy" in a.info and a.arrays["REF_forces"].shape == (len(a), 3) for a in configs)
+        e0s, rest = split_isolated_atoms(load_bundled(name, "isolated_atoms"))
+        assert {1, 6, 8} <= set(e0s) and rest == []
+
+
+def test_custom_keys_and_stress(tmp_path):
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]], cell=np.eye(3) * 5, pbc=True)
+    atoms.info["DFT_energy"] = -1.5
+    atoms.info["DFT_stress"] = [1, 2, 3, 4, 5, 6]
+    atoms.arrays["DFT_forces"] = np.ones((2, 3))
+    path = tmp_path / "d.extxyz"
+    write(path, atoms)
+    (a,) = read_dataset(path, energy_key="DFT_energy", forces_key="DFT_forces", stress_key="DFT_stress")
+    assert a.info["REF_energy"] == -1.5
+    np.testing.assert_allclose(a.info["REF_stress"], [[1, 6, 5], [6, 2, 4], [5, 4, 3]])
+
+
+def test_ase_db_is_read(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.db import connect
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]])
+    atoms.calc = SinglePointCalculator(atoms, energy=-2.0, forces=np.zeros((2, 3)))
+    with connect(tmp_path / "d.db") as db:
+        db.write(atoms)
+    (a,) = read_dataset(tmp_path / "d.db", require=("energy", "forces"))
+    assert a.info["REF_energy"] == -2.0
+
+
+def test_missing_energy_names_file_and_frame(tmp_path):
+    frames = [Atoms("H", info={"energy": -1.0}), Atoms("H")]
+    path = tmp_path / "d.xyz"
+    write(path, frames, format="extxyz")
+    with pytest.raises(DataError, match=r"d.xyz, frame 1: no energy under the key 'energy'"):
+        read_dataset(path)
+
+
+def test_wrong_forces_shape(tmp_path):
+    path = tmp_path / "d.xyz"
+    path.write_text('2\nProperties=species:S:1:pos:R:3:forces:R:2 energy=-1.0 pbc="F F F"\nH 0 0 0 1 1\nH 0 0 1 1 1\n')
+    with pytest.raises(DataError, match=r"frame 0: forces .* shape \(2, 2\); expected \(2, 3\)"):
+        read_dataset(path)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    text = bundled_path("acac", "train").read_text().splitlines()[:30]
+    path = tmp_path / "t.xyz"
+    path.write_text("\n".join(text))
+    with pytest.raises(DataError, match="t.xyz: cannot be read"):
+        read_dataset(path)
+    with pytest.raises(DataError, match="no such data file"):
+        read_dataset(tmp_path / "missing.xyz")
+
+
+def test_statistics_and_split():
+    configs = load_bundled("acac", "train")[:50]
+    e0s, _ = split_isolated_atoms(load_bundled("acac", "isolated_atoms"))
+    stats = compute_statistics(configs, ["H", "C", "O"], 5.0, e0s)
+    assert stats.e0s["H"] == pytest.approx(-13.568422178253735)
+    assert 5 < stats.avg_num_neighbors < 15 and 0.3 < stats.scale < 3
+    fitted = compute_statistics(configs, ["H", "C", "O"], 5.0, None)
+    composition = {"H": 8, "C": 5, "O": 2}
+    mean_e = np.mean([a.info["REF_energy"] for a in configs])
+    assert sum(n * fitted.e0s[s] for s, n in composition.items()) == pytest.approx(mean_e, rel=1e-9)
+    train, valid = random_split(configs, 0.2, seed=1)
+    assert len(valid) == 10 and len(train) == 40
+    assert random_split(configs, 0.2, seed=1)[1][0] is valid[0]

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+from torch_geometric.loader import DataLoader
+
+from molnet.data import AtomicGraph, load_bundled
+from molnet.errors import InputError
+
+
+def test_fields_and_shapes():
+    atoms = load_bundled("acac", "train")[0]
+    g = AtomicGraph.from_atoms(atoms, r_max=5.0, dtype=torch.float64)
+    n, e = len(atoms), g.edge_index.shape[1]
+    assert g.positions.shape == (n, 3) and g.atomic_numbers.shape == (n,)
+    assert g.shifts.shape == (e, 3) and g.cell.shape == (1, 3, 3) and g.pbc.shape == (1, 3)
+    assert g.energy.shape == (1,) and g.forces.shape == (n, 3)
+    assert float(g.energy) == pytest.approx(atoms.info["REF_energy"])
+    assert g.energy_weight.item() == 1 and g.forces_weight.item() == 1 and g.stress_weight.item() == 0
+
+
+def test_edge_vectors_follow_convention():
+    atoms = Atoms("CO", positions=[[0, 0, 0], [0.5, 0, 0]], cell=np.eye(3) * 3.0, pbc=True)
+    g = AtomicGraph.from_atoms(atoms, r_max=2.0, dtype=torch.float64)
+    sender, receiver = g.edge_index
+    vec = g.positions[sender] - g.positions[receiver] + g.shifts
+    assert torch.all(torch.linalg.norm(vec, dim=1) < 2.0)
+    torch.testing.assert_close(g.shifts, g.unit_shifts @ g.cell[0])
+
+
+def test_batching_offsets_edges():
+    graphs = [AtomicGraph.from_atoms(molecule(m), r_max=3.0) for m in ("H2O", "CH4")]
+    batch = next(iter(DataLoader(graphs, batch_size=2)))
+    assert batch.num_graphs == 2 and batch.cell.shape == (2, 3, 3)
+    assert batch.edge_index[:, graphs[0].edge_index.shape[1]:].min() >= 3
+
+
+def test_non_periodic_cell_is_ignored():
+    atoms = molecule("H2O")
+    atoms.cell = np.eye(3) * 0.5  # a tiny dummy cell must not create images
+    g = AtomicGraph.from_atoms(atoms, r_max=3.0)
+    assert g.edge_index.shape[1] == 6 and torch.all(g.shifts == 0)
+
+
+@pytest.mark.parametrize(
+    "atoms, message",
+    [
+        (Atoms(), "no atoms"),
+        (Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]), r"atom\(s\) \[1\] are NaN"),
+        (Atoms("H2", positions=[[0, 0, 0], [np.inf, 0, 0]]), "NaN or infinite"),
+        (Atoms("H2", positions=[[0, 0, 0], [0, 0, 0]]), "atoms 0 and 1 are 0 Å apart"),
+        (Atoms("H2", positions=[[0, 0, 0], [0.05, 0, 0]]), "overlapping"),
+        (Atoms("H", cell=[[1, 0, 0], [2, 0, 0], [0, 0, 1]], pbc=True), "singular"),
+    ],
+    ids=["empty", "nan", "inf", "coincident", "too-close", "singular-cell"],
+)
+def test_bad_structures_are_refused(atoms, message):
+    with pytest.raises(InputError, match=message):
+        AtomicGraph.from_atoms(atoms, r_max=3.0, where="test")

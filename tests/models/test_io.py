@@ -1,0 +1,93 @@
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+
+import molnet
+from molnet.data import AtomicGraph, load_bundled
+from molnet.errors import ModelFileError
+from molnet.models import build_model, read_metadata, save_model
+from molnet.models.io import load_model_file
+from torch_geometric.loader import DataLoader
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 16, "e0s": {"H": -1.0, "C": -2.0, "O": -3.0}})
+    return m.double()
+
+
+def _batch():
+    return next(iter(DataLoader([AtomicGraph.from_atoms(a, 4.0, dtype=torch.float64) for a in load_bundled("acac", "test")[:3]], batch_size=3)))
+
+
+def test_round_trip_is_identical(model, tmp_path):
+    path = save_model(model, tmp_path / "m.safetensors", training={"data": "acac"})
+    loaded = molnet.load_model(path)
+    batch = _batch()
+    ref, new = model(batch), loaded(batch)
+    assert torch.equal(ref["energy"], new["energy"]) and torch.equal(ref["forces"], new["forces"])
+    meta = read_metadata(path)
+    assert meta["config"]["name"] == "mpnn" and meta["training"] == {"data": "acac"}
+    assert meta["config"]["e0s"] == {"H": -1.0, "C": -2.0, "O": -3.0}
+
+
+def test_pickle_is_refused_without_unpickling(model, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(Evil(), protocol=4))
+    zipped = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(ModelFileError, match="pickled"):
+            molnet.load_model(path)
+    assert not marker.exists()
+
+
+def test_truncated_file(model, tmp_path):
+    path = save_model(model, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="m.safetensors: .*(corrupt or truncated)"):
+        load_model_file(path)
+
+
+def test_corrupt_header(tmp_path):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(struct.pack("<Q", 20) + b"{not json at all....")
+    with pytest.raises(ModelFileError, match="junk.safetensors"):
+        load_model_file(path)
+
+
+def test_foreign_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ModelFileError, match="not a molnet model"):
+        load_model_file(path)
+
+
+def test_newer_format(model, tmp_path):
+    from safetensors.torch import save_file
+
+    path = save_model(model, tmp_path / "m.safetensors")
+    meta = read_metadata(path)
+    meta["format_version"] = "99"
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(ModelFileError, match="newer"):
+        load_model_file(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="neither a pretrained model name"):
+        molnet.load_model(tmp_path / "nope.safetensors")

@@ -1,0 +1,59 @@
+import pytest
+import torch
+from ase import Atoms
+
+from molnet.data import AtomicGraph
+from molnet.errors import ConfigError, NonFiniteError, UnknownElementError
+from molnet.models import build_model
+
+
+def _model():
+    return build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}).double()
+
+
+def test_unknown_element_is_named():
+    g = AtomicGraph.from_atoms(Atoms("HN", positions=[[0, 0, 0], [1, 0, 0]]), 4.0)
+    with pytest.raises(UnknownElementError, match=r"\['N'\].*atom index \[1\].*\['H', 'C', 'O'\]"):
+        _model()(g)
+
+
+def test_e0_scale_shift_enter_energy():
+    model = _model()
+    g = AtomicGraph.from_atoms(Atoms("H"), 4.0, dtype=torch.float64)
+    base = float(model(g, compute_forces=False)["energy"])
+    with torch.no_grad():
+        model.e0s[0] += 2.0
+        model.shift += 0.5
+    assert float(model(g, compute_forces=False)["energy"]) == pytest.approx(base + 2.5)
+
+
+def test_non_finite_output_is_an_error():
+    model = _model()
+    with torch.no_grad():
+        model.scale.fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match="non-finite energy"):
+        model(AtomicGraph.from_atoms(Atoms("H"), 4.0))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"name": "nope", "elements": ["H"]}, "unknown model family 'nope'"),
+        ({"name": "mpnn"}, "needs 'elements'"),
+        ({"name": "mpnn", "elements": ["H", "Xx"]}, "distinct chemical symbols"),
+        ({"name": "mpnn", "elements": ["H"], "num_chanels": 3}, r"unknown key\(s\) \['num_chanels'\]"),
+    ],
+)
+def test_bad_configs(config, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(config)
+
+
+def test_float32_and_float64_agree():
+    torch.manual_seed(0)
+    model = _model()
+    atoms = Atoms("CHO", positions=[[0, 0, 0], [1.1, 0, 0], [0, 1.2, 0.1]])
+    e64 = model(AtomicGraph.from_atoms(atoms, 4.0, dtype=torch.float64))["energy"]
+    e32 = model.float()(AtomicGraph.from_atoms(atoms, 4.0, dtype=torch.float32))["energy"]
+    assert e32.dtype == torch.float32
+    torch.testing.assert_close(e32.double(), e64, atol=1e-4, rtol=1e-5)
