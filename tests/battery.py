@@ -61,7 +61,7 @@ class ModelBattery:
     def model(self, model_config):
         torch.manual_seed(0)
         cfg = {"elements": ["H", "C", "O"], "r_max": R_MAX, **model_config}
-        model = build_model(cfg).double().eval()
+        model = build_model(cfg, dtype=torch.float64).eval()
         with torch.no_grad():  # non-trivial E0/scale so that their handling is tested too
             model.e0s.copy_(torch.tensor([-1.3, -3.1, -2.2], dtype=torch.float64))
             model.scale.fill_(1.7)

@@ -101,8 +101,9 @@ def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: 
     """Build the model described in ``path`` and load its weights (never unpickles)."""
     path = Path(path)
     meta = read_metadata(path)
+    stored_dtype = getattr(torch, meta.get("dtype", "float32"), torch.float32)
     try:
-        model = build_model(meta["config"])
+        model = build_model(meta["config"], dtype=dtype or stored_dtype)
     except ConfigError as exc:
         raise ModelFileError(f"{path}: the stored configuration is invalid: {exc}") from exc
     try:
@@ -110,12 +111,9 @@ def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: 
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:
         raise ModelFileError(f"{path}: the weights cannot be read (corrupt or truncated?): {exc}") from exc
-    model = model.to(dtype=tensors["e0s"].dtype if "e0s" in tensors else torch.get_default_dtype())
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match the stored configuration: {exc}") from exc
     model.training_summary = meta["training"]
-    if dtype is not None:
-        model = model.to(dtype=dtype)
     return model.to(device).eval()

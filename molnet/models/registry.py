@@ -5,9 +5,12 @@ A family registers its config dataclass and its body class here: one line per fa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import torch
 
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 from torch import nn
@@ -52,8 +55,23 @@ def family_config(config: dict[str, Any]) -> Any:
         raise ConfigError(f"invalid configuration for {name!r}: {exc}") from exc
 
 
-def build_model(config: dict[str, Any]) -> Potential:
-    """Build a model from its configuration.
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Temporarily set torch's default dtype (restored afterwards, also on errors)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_model(config: dict[str, Any], dtype: torch.dtype | None = None) -> Potential:
+    """Build a model from its configuration, in ``dtype`` (default: torch's default dtype).
+
+    Constant tensors (Clebsch–Gordan coefficients, coupling tensors) are created directly in
+    ``dtype``, so a float64 model is exact to float64 precision; torch's global default dtype is
+    left unchanged.
 
     Examples
     --------
@@ -70,9 +88,11 @@ def build_model(config: dict[str, Any]) -> Potential:
         raise ConfigError(f"'elements' must be distinct chemical symbols; got {list(elements)}")
     hyper = family_config(config)
     _, body_cls = FAMILIES[config["name"]]()
-    body = body_cls(len(elements), hyper)
+    with default_dtype(dtype or torch.get_default_dtype()):
+        body = body_cls(len(elements), hyper)
     full = {"name": config["name"], "elements": list(elements), **dataclasses.asdict(hyper)}
     for k in ("e0s", "scale", "shift"):
         if k in config:
             full[k] = config[k]
-    return Potential(body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0))
+    model = Potential(body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0))
+    return model.to(dtype or torch.get_default_dtype())

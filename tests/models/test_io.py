@@ -16,8 +16,8 @@ from torch_geometric.loader import DataLoader
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    m = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 16, "e0s": {"H": -1.0, "C": -2.0, "O": -3.0}})
-    return m.double()
+    m = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 16, "e0s": {"H": -1.0, "C": -2.0, "O": -3.0}}, dtype=torch.float64)
+    return m
 
 
 def _batch():

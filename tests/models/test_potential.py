@@ -8,7 +8,7 @@ from molnet.models import build_model
 
 
 def _model():
-    return build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}).double()
+    return build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64)
 
 
 def test_unknown_element_is_named():

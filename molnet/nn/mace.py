@@ -1,0 +1,191 @@
+"""MACE: higher-body-order equivariant message passing (the ``mace`` family).
+
+Each layer builds the atomic basis A_i = Σ_j R(r_ij) Y(r̂_ij) ⊗ h_j (a channel-wise tensor
+product weighted by a radial MLP, normalised by the mean neighbour count), raises it to
+correlation order ν with a symmetric contraction (ν = 3: 4-body messages per layer), and mixes
+the result with an element-dependent self-connection.
+
+References:
+    Batatia, Kovács, Simm, Ortner, Csányi, "MACE: Higher Order Equivariant Message Passing
+    Neural Networks for Fast and Accurate Force Fields" (NeurIPS 2022); the layer structure
+    follows mace-torch's RealAgnostic(Residual)InteractionBlock and EquivariantProductBasisBlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.radial import RadialEmbedding, radial_mlp
+from molnet.nn.symmetric_contraction import SymmetricContraction
+
+ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
+
+
+@dataclass
+class MACEConfig:
+    """Hyperparameters of :class:`MACE`, named and defaulted as in mace-torch (``r_max`` in Å)."""
+
+    r_max: float = 5.0
+    num_channels: int = 128
+    max_L: int = 1
+    max_ell: int = 3
+    correlation: int = 3
+    num_interactions: int = 2
+    num_bessel: int = 8
+    num_polynomial_cutoff: int = 5
+    radial_MLP: list[int] = field(default_factory=lambda: [64, 64, 64])
+    avg_num_neighbors: float = 1.0
+    gate: str = "silu"
+    readout_hidden: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_L <= 3:
+            raise ValueError(f"max_L must be 0..3, got {self.max_L}")
+        if not 1 <= self.correlation <= 4:
+            raise ValueError(f"correlation must be 1..4, got {self.correlation}")
+        if self.max_ell < self.max_L:
+            raise ValueError(f"max_ell ({self.max_ell}) must be >= max_L ({self.max_L})")
+        if self.gate not in ACTIVATIONS:
+            raise ValueError(f"gate must be one of {sorted(ACTIVATIONS)}, got {self.gate!r}")
+        if self.num_interactions < 1:
+            raise ValueError("num_interactions must be >= 1")
+
+    def hidden_irreps(self) -> o3.Irreps:
+        """``C x 0e + C x 1o + …`` up to max_L, natural parity."""
+        return o3.Irreps([(self.num_channels, (l, (-1) ** l)) for l in range(self.max_L + 1)])
+
+
+def to_channels(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """e3nn layout ``[n, Σ mul·(2l+1)]`` with equal multiplicities → ``[n, mul, Σ (2l+1)]``."""
+    n = x.shape[0]
+    return torch.cat([x[:, s].reshape(n, mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)], dim=-1)
+
+
+def _conv_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps):
+    """Output irreps and "uvu" instructions of the channel-wise convolution, sorted by irrep."""
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in target:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    mid = o3.Irreps(mid)
+    mid_sorted, perm, _ = mid.sort()
+    instructions = [(i, j, perm[k], mode, train) for i, j, k, mode, train in instructions]
+    return mid_sorted, instructions
+
+
+class MACEInteraction(nn.Module):
+    """A_i = Linear(Σ_j TP_uvu(Linear(h_j), Y(r̂_ij); R(r_ij))) / avg_num_neighbors, plus the skip.
+
+    Shapes:
+        - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
+          radial ``[n_edges, num_bessel]``
+        - returns A ``[n_nodes, C, D]`` and skip ``[n_nodes, hidden.dim]`` (or None)
+    """
+
+    def __init__(self, irreps_in, irreps_sh, target, hidden, num_elements, num_bessel, radial_hidden, avg_num_neighbors, residual):
+        super().__init__()
+        self.target = target
+        self.linear_up = o3.Linear(irreps_in, irreps_in)
+        mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
+        self.conv_tp = o3.TensorProduct(irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False)
+        self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
+        self.linear = o3.Linear(mid, target)
+        self.avg_num_neighbors = avg_num_neighbors
+        self.skip = (
+            o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), hidden) if residual else None
+        )
+
+    def forward(self, node_feats, node_onehot, edge_sh, radial, inputs: GraphInputs):
+        skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
+        h = self.linear_up(node_feats)
+        weights = self.conv_weights(radial)  # [n_edges, weight_numel]
+        messages = self.conv_tp(h[inputs.sender], edge_sh, weights)  # [n_edges, mid.dim]
+        summed = scatter_sum(messages, inputs.receiver, len(node_feats))
+        a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
+        return to_channels(a, self.target), skip
+
+
+class MACE(nn.Module):
+    """The MACE body: per-atom energies summed over layer readouts.
+
+    Shapes:
+        - input: :class:`GraphInputs`; output ``[n_nodes]`` per-atom energies
+    """
+
+    def __init__(self, num_elements: int, config: MACEConfig) -> None:
+        super().__init__()
+        c = config
+        self.num_elements = num_elements
+        self.hidden = c.hidden_irreps()
+        self.irreps_sh = o3.Irreps.spherical_harmonics(c.max_ell)
+        target = o3.Irreps([(c.num_channels, ir) for _, ir in self.irreps_sh])
+        per_channel = o3.Irreps([(1, ir) for _, ir in self.irreps_sh])
+        scalars = o3.Irreps(f"{c.num_channels}x0e")
+        self.embedding = o3.Linear(o3.Irreps(f"{num_elements}x0e"), scalars)
+        self.radial = RadialEmbedding(c.r_max, c.num_bessel, c.num_polynomial_cutoff)
+        self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.interactions = nn.ModuleList()
+        self.products = nn.ModuleList()
+        self.product_linears = nn.ModuleList()
+        self.readouts = nn.ModuleList()
+        irreps_in = scalars
+        for t in range(c.num_interactions):
+            last = t == c.num_interactions - 1
+            hidden = scalars if last and c.num_interactions > 1 else self.hidden
+            self.interactions.append(
+                MACEInteraction(irreps_in, self.irreps_sh, target, hidden, num_elements, c.num_bessel,
+                                list(c.radial_MLP), c.avg_num_neighbors, residual=t > 0)
+            )
+            self.products.append(SymmetricContraction(per_channel, hidden, c.correlation, num_elements))
+            self.product_linears.append(o3.Linear(hidden, hidden))
+            if last:
+                self.readouts.append(nn.Sequential(
+                    o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
+                    _Activation(ACTIVATIONS[c.gate]),
+                    o3.Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
+                ))
+            else:
+                self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
+            irreps_in = hidden
+
+    def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
+        """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""
+        return self._run(inputs)[1]
+
+    def forward(self, inputs: GraphInputs) -> torch.Tensor:
+        return self._run(inputs)[0]
+
+    def _run(self, inputs: GraphInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        vectors, lengths = inputs.edge_vectors()
+        edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
+        radial = self.radial(lengths)  # [n_edges, num_bessel]
+        onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
+        groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
+        h = self.embedding(onehot)  # [n_nodes, C]
+        energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
+        features = []
+        for interaction, product, linear, readout in zip(self.interactions, self.products, self.product_linears, self.readouts):
+            a, skip = interaction(h, onehot, edge_sh, radial, inputs)  # a: [n_nodes, C, D]
+            h = linear(product(a, inputs.species, groups))
+            if skip is not None:
+                h = h + skip
+            features.append(h)
+            energy = energy + readout(h).squeeze(-1)
+        return energy, features
+
+
+class _Activation(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)

@@ -1,0 +1,148 @@
+"""MACE's product basis: the symmetric contraction of correlation order ν with element weights.
+
+B_{i,c,LM} = Σ_{ν=1..νmax} Σ_p W^{(ν)}_{z_i,p,c} Σ_{l_1m_1..l_νm_ν} U^{(ν)}_{LM,p; l_1m_1..l_νm_ν} Π_t A_{i,c,l_tm_t}
+
+The generalised Clebsch–Gordan tensors U^{(ν)} span all O(3)-equivariant maps from the ν-th
+symmetric power of the per-channel irreps to the output irrep L; they are computed with
+e3nn's :class:`~e3nn.o3.ReducedTensorProducts` (formula ``ij…=ji…`` with full permutation
+symmetry). The sum is evaluated Horner-style (contract the highest order with A, add the next
+order's weights, contract again), per element, with batched matrix products.
+
+References:
+    Batatia et al., "MACE" (NeurIPS 2022), eqs. 10–11;
+    Drautz, "Atomic cluster expansion for accurate and transferable interatomic potentials" (2019).
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+@functools.lru_cache(maxsize=None)
+def coupling_tensors(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
+    """U^{(ν)} for one output irrep: ``[2L+1, D, …(ν times)…, D, n_paths]`` (float64, cached).
+
+    ``irreps_in`` are the per-channel irreps of A (multiplicity 1 each, dimension D).
+    """
+    irreps = o3.Irreps(irreps_in)
+    ir = o3.Irrep(ir_out)
+    indices = string.ascii_lowercase[:order]
+    formula = indices if order == 1 else indices + "=" + indices[1] + indices[0] + indices[2:]
+    if order > 2:
+        formula += "=" + indices[0] + indices[2] + indices[1] + indices[3:]
+    rtp = o3.ReducedTensorProducts(formula, filter_ir_out=[ir], **{indices[0]: irreps})
+    q = rtp.change_of_basis.to(torch.float64)  # [n_paths * (2L+1), D, ..., D]
+    n_paths = rtp.irreps_out.count(ir)
+    if n_paths == 0:
+        return torch.zeros((ir.dim,) + (irreps.dim,) * order + (0,), dtype=torch.float64)
+    q = q.reshape((n_paths, ir.dim) + (irreps.dim,) * order)
+    return q.movedim(0, -1).contiguous()
+
+
+class SymmetricContraction(nn.Module):
+    """Element-weighted symmetric contraction of per-channel features A.
+
+    Parameters
+    ----------
+    irreps_in
+        Per-channel irreps of A, each with multiplicity 1 (e.g. ``0e+1o+2e+3o``).
+    irreps_out
+        Output irreps with multiplicity ``num_channels`` each (e.g. ``128x0e+128x1o``).
+    correlation
+        Maximal order ν (1–4); ν = 3 gives 4-body messages.
+    num_elements
+        Number of elements (one weight set each).
+
+    Shapes:
+        - input: A ``[n_nodes, C, D]``, species ``[n_nodes]`` int64
+        - output: ``[n_nodes, irreps_out.dim]`` in e3nn layout
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_elements: int) -> None:
+        super().__init__()
+        if not 1 <= correlation <= 4:
+            raise ValueError(f"correlation must be between 1 and 4, got {correlation}")
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.irreps_out = o3.Irreps(irreps_out)
+        self.correlation = correlation
+        self.num_channels = self.irreps_out[0].mul
+        self.num_elements = num_elements
+        if any(mul != self.num_channels for mul, _ in self.irreps_out):
+            raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
+        self.weights = nn.ParameterList()
+        self._layout: list[list[tuple[int, int]]] = []  # per output irrep: (order, index into weights / -1)
+        fingerprint = []
+        dtype = torch.get_default_dtype()
+        for k, (_, ir) in enumerate(self.irreps_out):
+            layout = []
+            for order in range(1, correlation + 1):
+                u = coupling_tensors(str(self.irreps_in), str(ir), order)
+                n_paths = u.shape[-1]
+                if n_paths == 0:
+                    layout.append((order, -1))
+                    continue
+                self.register_buffer(f"u_{k}_{order}", u.to(dtype).clone(), persistent=False)
+                self.weights.append(nn.Parameter(torch.randn(num_elements, n_paths, self.num_channels) / n_paths))
+                layout.append((order, len(self.weights) - 1))
+                fingerprint.append(_fingerprint(u))
+            self._layout.append(layout)
+        # Saved with the weights: refuses a model file whose weights were fitted to another U basis.
+        self.register_buffer("u_fingerprint", torch.tensor(fingerprint, dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "u_fingerprint"
+        if key in state_dict:
+            stored = state_dict[key].to(torch.float64)
+            if stored.shape != self.u_fingerprint.shape or not torch.allclose(stored, self.u_fingerprint.double(), rtol=1e-6, atol=1e-9):
+                raise RuntimeError(
+                    "the coupling tensors of this e3nn version differ from those the weights were fitted with"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+        n, c, d = a.shape  # [n_nodes, C, D]
+        if groups is None:
+            groups = [torch.nonzero(species == e).flatten() for e in range(self.num_elements)]
+        outputs = []
+        for k, (_, ir) in enumerate(self.irreps_out):
+            out = a.new_zeros(n, c, ir.dim)
+            for element, idx in enumerate(groups):
+                if len(idx) == 0:
+                    continue
+                out = out.index_copy(0, idx, self._contract(k, a[idx], element))
+            outputs.append(out.reshape(n, c * ir.dim))
+        return torch.cat(outputs, dim=-1)
+
+    def _contract(self, k: int, a: torch.Tensor, element: int) -> torch.Tensor:
+        """Horner evaluation for one output irrep and the nodes of one element: ``[n_e, C, 2L+1]``."""
+        n, c, d = a.shape
+        t = None
+        for order, w_index in reversed(self._layout[k]):
+            if w_index >= 0:
+                u = getattr(self, f"u_{k}_{order}")  # [M, D^order, P]
+                uw = torch.matmul(u.reshape(-1, u.shape[-1]), self.weights[w_index][element])  # [M*D^order, C]
+                uw = uw.t().reshape(1, c, -1)  # [1, C, M*D^order]
+                t = uw if t is None else t + uw
+            if t is not None:
+                t = t.reshape(t.shape[0], c, -1, d)  # [n_e or 1, C, M*D^(order-1), D]
+                if t.shape[0] == 1:  # only weights so far: one tensor shared by all nodes
+                    t = torch.einsum("cyi,nci->ncy", t[0], a)
+                else:
+                    t = torch.einsum("ncyi,nci->ncy", t, a)
+        if t is None:
+            return a.new_zeros(n, c, self.irreps_out[k].ir.dim)
+        return t.reshape(n, c, -1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.irreps_in} -> {self.irreps_out}, correlation={self.correlation})"
+
+
+def _fingerprint(u: torch.Tensor) -> list[float]:
+    flat = u.reshape(-1)
+    ramp = torch.linspace(-1.0, 1.0, len(flat), dtype=torch.float64)
+    return [float(flat.abs().sum()), float((flat * ramp).sum())]
