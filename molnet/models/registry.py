@@ -5,10 +5,9 @@ A family registers its config dataclass and its body class here: one line per fa
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from molnet.errors import ConfigError
 from molnet.models.potential import Potential
+from molnet.nn.dtypes import default_dtype
 from molnet.nn.mpnn import MPNN, MPNNConfig
 
 #: Keys every family accepts; the rest go to the family's config dataclass.
@@ -53,17 +53,6 @@ def family_config(config: dict[str, Any]) -> Any:
         return config_cls(**hyper)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration for {name!r}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Temporarily set torch's default dtype (restored afterwards, also on errors)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def build_model(config: dict[str, Any], dtype: torch.dtype | None = None) -> Potential:

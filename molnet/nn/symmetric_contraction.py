@@ -22,6 +22,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from molnet.nn.dtypes import default_dtype
+
 
 @functools.lru_cache(maxsize=None)
 def coupling_tensors(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
@@ -35,8 +37,9 @@ def coupling_tensors(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
     formula = indices if order == 1 else indices + "=" + indices[1] + indices[0] + indices[2:]
     if order > 2:
         formula += "=" + indices[0] + indices[2] + indices[1] + indices[3:]
-    rtp = o3.ReducedTensorProducts(formula, filter_ir_out=[ir], **{indices[0]: irreps})
-    q = rtp.change_of_basis.to(torch.float64)  # [n_paths * (2L+1), D, ..., D]
+    with default_dtype(torch.float64):
+        rtp = o3.ReducedTensorProducts(formula, filter_ir_out=[ir], **{indices[0]: irreps})
+    q = rtp.change_of_basis  # [n_paths * (2L+1), D, ..., D]
     n_paths = rtp.irreps_out.count(ir)
     if n_paths == 0:
         return torch.zeros((ir.dim,) + (irreps.dim,) * order + (0,), dtype=torch.float64)

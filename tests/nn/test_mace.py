@@ -6,7 +6,7 @@ from e3nn import o3
 
 from molnet.data import AtomicGraph
 from molnet.models import build_model
-from molnet.models.registry import default_dtype
+from molnet.nn.dtypes import default_dtype
 from tests.battery import ModelBattery, acac, evaluate, random_rotation
 
 SMALL = {"name": "mace", "num_channels": 8, "max_ell": 2, "radial_MLP": [16], "num_interactions": 2}
@@ -110,8 +110,8 @@ def test_coupling_tensors_are_equivariant():
         u = coupling_tensors(str(irreps), ir, 3)  # [M, D, D, D, P]
         with default_dtype(torch.float64):
             d_in, d_out = irreps.D_from_matrix(rot), o3.Irrep(ir).D_from_matrix(rot)
-        lhs = torch.einsum("mabcp,ai,bj,ck->mijkp", u, d_in, d_in, d_in)
-        rhs = torch.einsum("nm,mijkp->nijkp", d_out.T, u)
+        lhs = torch.einsum("mijkp,ia,jb,kc->mabcp", u, d_in, d_in, d_in)  # U(Dx, Dx, Dx)
+        rhs = torch.einsum("mn,nabcp->mabcp", d_out, u)  # D_out U(x, x, x)
         assert u.shape[-1] > 0
         torch.testing.assert_close(lhs, rhs, atol=1e-10, rtol=0)
         torch.testing.assert_close(u, u.transpose(1, 2), atol=1e-12, rtol=0)  # symmetric in its inputs
