@@ -29,10 +29,24 @@ def _mace():
     return MACEConfig, MACE
 
 
+def _ponita():
+    from molnet.nn.ponita import PONITA, PONITAConfig
+
+    return PONITAConfig, PONITA
+
+
+def _csmpn():
+    from molnet.nn.clifford.csmpn import CSMPN, CSMPNConfig
+
+    return CSMPNConfig, CSMPN
+
+
 #: family name → function returning (config dataclass, body class taking (num_elements, config))
 FAMILIES: dict[str, Callable[[], tuple[type, type[nn.Module]]]] = {
     "mpnn": lambda: (MPNNConfig, MPNN),
     "mace": _mace,
+    "ponita": _ponita,
+    "csmpn": _csmpn,
 }
 
 
