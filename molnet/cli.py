@@ -42,6 +42,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_md(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from molnet.calculators import MolNetCalculator
+    from molnet.data import bundled_path
+    from molnet.md import run_md
+    from molnet.plots import md_trace
+
+    structure = args.structure or str(bundled_path("acac", "test"))
+    atoms = read(structure, index=args.frame)
+    atoms.calc = MolNetCalculator(model=args.model, dtype=args.dtype)
+    log.info("MD of %s (%d atoms) with %s: %s, %d steps of %.2f fs at %.0f K", structure, len(atoms), args.model, args.ensemble.upper(), args.steps, args.timestep, args.temperature)
+    md_log = run_md(
+        atoms, args.steps, temperature_K=args.temperature, timestep_fs=args.timestep, ensemble=args.ensemble,
+        trajectory=args.trajectory, log_interval=args.log_interval, seed=args.seed, pressure_bar=args.pressure,
+    )
+    for t, etot, temp, vol in zip(md_log.time_fs, md_log.total_energy, md_log.temperature, md_log.volume):
+        log.debug("t=%8.1f fs  E_tot=%.6f eV  T=%.1f K  V=%.2f Å³", t, etot, temp, vol)
+    log.info("final: E_tot %.4f eV, T %.1f K; total-energy change %.3f meV/atom", md_log.total_energy[-1], md_log.temperature[-1], md_log.drift_meV_per_atom(len(atoms)))
+    if args.plot:
+        md_trace(md_log.time_fs, md_log.total_energy, md_log.temperature, args.plot)
+        log.info("energy/temperature trace written to %s", args.plot)
+    if args.trajectory:
+        log.info("trajectory written to %s", args.trajectory)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from molnet.train.export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output)
+    log.info("wrote %s", path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from molnet.demo import run_demo
+
+    run_demo(args.output, epochs=args.epochs, md_steps=args.md_steps)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from molnet.pretrained import registry
 
@@ -79,6 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-key", default="stress")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("md", help="molecular dynamics with the ASE calculator (default: NVT of AcAc with mace-acac)")
+    p.add_argument("--model", default="mace-acac", help="pretrained name, model file or URL")
+    p.add_argument("--structure", default=None, help="structure file (default: a bundled AcAc geometry)")
+    p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--timestep", type=float, default=0.5, help="fs")
+    p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
+    p.add_argument("--pressure", type=float, default=1.0, help="bar (NPT)")
+    p.add_argument("--trajectory", default="md.extxyz", help="extxyz output")
+    p.add_argument("--log-interval", type=int, default=10)
+    p.add_argument("--plot", default="md.png", help="PNG of total energy and temperature against time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("export", help="write a training checkpoint as a safetensors model file")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="train briefly on the bundled AcAc data, evaluate, and run MD with the result")
+    p.add_argument("--output", default="demo_out")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--md-steps", type=int, default=400)
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("models", help="list the pretrained models")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
@@ -86,23 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from molnet.errors import MolnetError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        from molnet.train.cli import main as train_main
-
-        return train_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
     try:
-        return args.func(args)
-    except Exception as exc:
-        from molnet.errors import MolnetError
+        if argv and argv[0] == "train":
+            from molnet.train.cli import main as train_main
 
-        if isinstance(exc, MolnetError):
-            log.error("%s", exc)
-            return 2
-        raise
+            _setup_logging()
+            return train_main(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _setup_logging(args.log_level)
+        return args.func(args)
+    except MolnetError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 2
 
 
 if __name__ == "__main__":

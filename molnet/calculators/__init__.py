@@ -1,0 +1,5 @@
+"""ASE calculators."""
+
+from molnet.calculators.ase import MolNetCalculator
+
+__all__ = ["MolNetCalculator"]

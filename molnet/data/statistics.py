@@ -56,7 +56,10 @@ def compute_statistics(
     r_max: float,
     isolated_e0s: dict[int, float] | None = None,
 ) -> DatasetStatistics:
-    """E0s, avg_num_neighbors, scale (RMS force component) and shift (0) as in mace-torch.
+    """E0s, avg_num_neighbors, scale (RMS force component) and shift as in mace-torch.
+
+    The shift is the mean per-atom interaction energy (E − Σ E0)/N of the training set, so
+    an untrained model starts at the right energy scale.
 
     ``isolated_e0s`` maps atomic numbers to isolated-atom energies; elements missing there are
     fitted by least squares over ``configs``.
@@ -83,4 +86,10 @@ def compute_statistics(
     scale = float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) if forces else 1.0
     if not scale > 0:
         scale = 1.0
-    return DatasetStatistics(e0s=e0s, avg_num_neighbors=n_edges / n_nodes, scale=scale, shift=0.0)
+    residuals = [
+        (atoms.info[keys.REF_ENERGY] - sum(e0s[s] for s in atoms.get_chemical_symbols())) / len(atoms)
+        for atoms in configs
+        if keys.REF_ENERGY in atoms.info
+    ]
+    shift = float(np.mean(residuals)) if residuals else 0.0
+    return DatasetStatistics(e0s=e0s, avg_num_neighbors=n_edges / n_nodes, scale=scale, shift=shift)

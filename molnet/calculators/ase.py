@@ -1,0 +1,101 @@
+"""ASE calculator for any molnet model: MD, relaxations, vibrations, phonons."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from torch_geometric.data import Batch
+
+from molnet.data import AtomicGraph, keys
+from molnet.errors import InputError
+from molnet.models.potential import Potential
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class MolNetCalculator(Calculator):
+    """ASE calculator wrapping a molnet :class:`~molnet.models.Potential`.
+
+    Parameters
+    ----------
+    model
+        A pretrained name, a model file path, a URL, or a :class:`Potential`.
+    device
+        Torch device (``"cpu"``, ``"cuda"``).
+    dtype
+        ``"float64"`` (default, for MD) or ``"float32"``. Torch's global default dtype is not changed.
+    skin
+        Verlet skin in Å: the neighbour list is built with ``r_max + skin`` and reused until an
+        atom moved more than ``skin / 2`` or the cell, numbers or pbc changed. Edges beyond
+        ``r_max`` contribute exactly zero (the envelope), so results are identical to rebuilding
+        at every step. ``skin=0`` rebuilds every call.
+
+    Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
+    and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.torch_dtype = DTYPES[dtype]
+        if isinstance(model, Potential):
+            self.model = model.to(device=device, dtype=self.torch_dtype).eval()
+        else:
+            from molnet.pretrained import load
+
+            self.model = load(model, dtype=self.torch_dtype, device=device)
+        self.device = torch.device(device)
+        self.skin = float(skin)
+        self._graph: Batch | None = None
+        self._reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.neighbor_list_builds = 0
+
+    def _needs_rebuild(self, atoms: Atoms) -> bool:
+        if self._graph is None or self._reference is None or self.skin == 0:
+            return True
+        positions, cell, numbers, pbc = self._reference
+        if len(numbers) != len(atoms) or not np.array_equal(numbers, atoms.numbers) or not np.array_equal(pbc, atoms.pbc):
+            return True
+        if not np.array_equal(cell, atoms.cell[:]):
+            return True
+        displacement = np.linalg.norm(atoms.positions - positions, axis=1).max()
+        return not displacement < self.skin / 2
+
+    def _graph_for(self, atoms: Atoms) -> Batch:
+        if self._needs_rebuild(atoms):
+            self.model.species_of(torch.as_tensor(atoms.numbers, device=self.device))  # clear error for unknown elements
+            graph = AtomicGraph.from_atoms(atoms, self.model.r_max + self.skin, dtype=self.torch_dtype)
+            self._graph = Batch.from_data_list([graph]).to(self.device)
+            self._reference = (atoms.positions.copy(), atoms.cell[:].copy(), atoms.numbers.copy(), atoms.pbc.copy())
+            self.neighbor_list_builds += 1
+        else:
+            positions = atoms.positions
+            if not np.isfinite(positions).all():
+                raise InputError("positions contain NaN or infinite values")
+            self._graph[keys.POSITIONS] = torch.tensor(positions, dtype=self.torch_dtype, device=self.device)
+        return self._graph
+
+    def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        periodic = bool(atoms.pbc.all())
+        out = self.model(self._graph_for(atoms), compute_forces=True, compute_stress=periodic)
+        energy = float(out[keys.ENERGY][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out[keys.FORCES].cpu().numpy().astype(np.float64),
+            "energies": out[keys.NODE_ENERGY].cpu().numpy().astype(np.float64),
+        }
+        if periodic:
+            s = out[keys.STRESS][0].cpu().numpy().astype(np.float64)
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])

@@ -1,0 +1,114 @@
+"""Molecular dynamics through ASE with a molnet calculator (``molnet md``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.io import write
+from ase.md.langevin import Langevin
+from ase.md.nptberendsen import NPTBerendsen
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from molnet.errors import ConfigError
+
+log = logging.getLogger(__name__)
+ENSEMBLES = ("nve", "nvt", "npt")
+
+
+@dataclass
+class MDLog:
+    """Per-sample time (fs), total/potential energy (eV), temperature (K) and volume (Å³)."""
+
+    time_fs: list[float] = field(default_factory=list)
+    total_energy: list[float] = field(default_factory=list)
+    potential_energy: list[float] = field(default_factory=list)
+    temperature: list[float] = field(default_factory=list)
+    volume: list[float] = field(default_factory=list)
+
+    def drift_meV_per_atom(self, n_atoms: int) -> float:
+        """Total-energy change from the first to the last sample, meV/atom."""
+        return 1000 * (self.total_energy[-1] - self.total_energy[0]) / n_atoms
+
+
+def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K: float, friction_per_fs: float = 0.01, pressure_bar: float = 1.0, seed: int = 0):
+    """The ASE integrator for ``ensemble`` (VelocityVerlet, Langevin, or Berendsen NPT)."""
+    dt = timestep_fs * units.fs
+    if ensemble == "nve":
+        return VelocityVerlet(atoms, timestep=dt)
+    if ensemble == "nvt":
+        return Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=np.random.default_rng(seed))
+    if ensemble == "npt":
+        if not atoms.pbc.all():
+            raise ConfigError("NPT needs a structure periodic in all three directions")
+        return NPTBerendsen(atoms, timestep=dt, temperature_K=temperature_K, pressure_au=pressure_bar * units.bar,
+                            taut=100 * units.fs, taup=1000 * units.fs, compressibility_au=4.57e-5 / units.bar)
+    raise ConfigError(f"unknown ensemble {ensemble!r}; choose from {ENSEMBLES}")
+
+
+def run_md(
+    atoms: Atoms,
+    steps: int,
+    temperature_K: float = 300.0,
+    timestep_fs: float = 0.5,
+    ensemble: str = "nvt",
+    trajectory: str | Path | None = None,
+    log_interval: int = 10,
+    seed: int = 0,
+    friction_per_fs: float = 0.01,
+    pressure_bar: float = 1.0,
+    progress: bool = True,
+) -> MDLog:
+    """Run ``steps`` MD steps on ``atoms`` (which must carry a calculator); returns the log.
+
+    Velocities are drawn from Maxwell–Boltzmann at ``temperature_K`` with ``seed`` (centre of
+    mass and, for molecules, rotation removed). Frames are appended to ``trajectory`` (extxyz)
+    every ``log_interval`` steps.
+    """
+    if steps < 0 or log_interval < 1:
+        raise ConfigError("steps must be >= 0 and log_interval >= 1")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    if not atoms.pbc.any():
+        ZeroRotation(atoms)
+    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, pressure_bar, seed)
+    md_log = MDLog()
+    if trajectory is not None:
+        Path(trajectory).unlink(missing_ok=True)
+
+    def record() -> None:
+        epot = atoms.get_potential_energy()
+        ekin = atoms.get_kinetic_energy()
+        md_log.time_fs.append(dyn.get_number_of_steps() * timestep_fs)
+        md_log.potential_energy.append(epot)
+        md_log.total_energy.append(epot + ekin)
+        md_log.temperature.append(atoms.get_temperature())
+        md_log.volume.append(atoms.get_volume() if atoms.pbc.all() else float("nan"))
+        if trajectory is not None:
+            write(trajectory, atoms, format="extxyz", append=True)
+
+    record()
+    start = time.perf_counter()
+    columns = (TextColumn("[bold]MD {task.fields[ensemble]}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("{task.fields[ns_day]:.3f} ns/day"), TextColumn("T={task.fields[temp]:.0f} K"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("md", total=steps, ensemble=ensemble.upper(), ns_day=0.0, temp=md_log.temperature[0])
+        done = 0
+        while done < steps:
+            n = min(log_interval, steps - done)
+            dyn.run(n)
+            done += n
+            record()
+            elapsed = time.perf_counter() - start
+            ns_day = done * timestep_fs * 1e-6 / (elapsed / 86400) if elapsed > 0 else 0.0
+            bar.update(task, completed=done, ns_day=ns_day, temp=md_log.temperature[-1])
+    elapsed = time.perf_counter() - start
+    if steps:
+        log.info("%d steps in %.1f s: %.2f steps/s, %.3f ns/day", steps, elapsed, steps / elapsed, steps * timestep_fs * 1e-6 / (elapsed / 86400))
+    return md_log

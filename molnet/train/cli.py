@@ -1,0 +1,124 @@
+"""``molnet train``: LightningCLI over :class:`PotentialModule` and :class:`AtomicDataModule`.
+
+Every run writes ``<run_dir>/``: ``config.yaml`` (the resolved configuration), ``metrics.csv``
+(CSV logs), ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and at the end
+``model.safetensors``, ``metrics.json`` (test split) and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from molnet.train.checkpoint_io import AtomicCheckpointIO
+from molnet.train.datamodule import AtomicDataModule
+from molnet.train.module import PotentialModule
+
+log = logging.getLogger("molnet.train")
+
+TRAINER_DEFAULTS = {
+    "max_epochs": 20,
+    "inference_mode": False,  # forces need autograd in validation and test
+    "gradient_clip_val": 10.0,
+    "log_every_n_steps": 1,
+    "accelerator": "cpu",
+    "devices": 1,
+}
+
+
+class MolnetCLI(LightningCLI):
+    """LightningCLI with molnet's run directory, checkpointing, EMA and logging defaults."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", default="runs/default", help="output folder of this run")
+        parser.add_argument("--ckpt_path", default=None, help="resume from a checkpoint ('last' for the run's last.ckpt)")
+        parser.add_argument("--ema_decay", type=float | None, default=0.99, help="EMA decay of the weights (null: no EMA)")
+
+    def instantiate_trainer(self, **kwargs):
+        run_dir = Path(self.config["run_dir"])
+        callbacks = [
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", save_top_k=1, save_last=True),
+            LearningRateMonitor(logging_interval="epoch"),
+        ]
+        if self.config["ema_decay"] is not None:
+            callbacks.append(EMAWeightAveraging(decay=self.config["ema_decay"]))
+        self.trainer_defaults["callbacks"] = callbacks
+        return super().instantiate_trainer(
+            logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+            default_root_dir=str(run_dir),
+            plugins=[AtomicCheckpointIO()],
+            **kwargs,
+        )
+
+
+def learning_curve_from_csv(csv_path: Path, png_path: Path) -> Path | None:
+    """Plot validation energy and force MAE per epoch from Lightning's metrics.csv."""
+    from molnet.plots import learning_curve
+
+    if not csv_path.is_file():
+        return None
+    series: dict[str, dict[int, float]] = {"val_energy_per_atom_mae_meV": {}, "val_forces_mae_meV_per_A": {}}
+    with open(csv_path) as fh:
+        for row in csv.DictReader(fh):
+            for key in series:
+                if row.get(key) and row.get("epoch"):
+                    series[key][int(float(row["epoch"]))] = float(row[key])
+    epochs = sorted(series["val_forces_mae_meV_per_A"])
+    if not epochs:
+        return None
+    return learning_curve(
+        epochs,
+        {"E MAE (meV/atom)": [series["val_energy_per_atom_mae_meV"].get(e, float("nan")) for e in epochs],
+         "F MAE (meV/Å)": [series["val_forces_mae_meV_per_A"][e] for e in epochs]},
+        png_path,
+        ylabel="validation error",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from molnet.models import save_model
+
+    cli = MolnetCLI(
+        PotentialModule,
+        AtomicDataModule,
+        run=False,
+        args=argv,
+        trainer_defaults=dict(TRAINER_DEFAULTS),
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        parser_kwargs={"prog": "molnet train"},
+    )
+    run_dir = Path(cli.config["run_dir"])
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=cli.config["ckpt_path"])
+    minutes = (time.perf_counter() - start) / 60
+    test_metrics = {}
+    if data.test_file:
+        trainer.test(module, datamodule=data, verbose=False)
+        test_metrics = {"n_configs": len(data.graphs("test")), **module.test_metrics}
+    if trainer.is_global_zero:
+        summary = {
+            "train_file": data.train_file, "valid_file": data.valid_file, "test_file": data.test_file,
+            "epochs": trainer.current_epoch, "minutes": round(minutes, 2), "test_metrics": test_metrics,
+        }
+        save_model(module.potential, run_dir / "model.safetensors", training=summary)
+        (run_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2))
+        curve = learning_curve_from_csv(run_dir / "metrics.csv", run_dir / "learning_curve.png")
+        log.info("model written to %s (%.1f min)", run_dir / "model.safetensors", minutes)
+        if test_metrics:
+            log.info(
+                "test: E MAE %.2f meV (%.3f meV/atom), F MAE %.2f meV/Å",
+                test_metrics.get("energy_mae_meV", float("nan")), test_metrics.get("energy_per_atom_mae_meV", float("nan")),
+                test_metrics.get("forces_mae_meV_per_A", float("nan")),
+            )
+        if curve:
+            log.info("learning curve: %s", curve)
+    return 0

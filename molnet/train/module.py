@@ -1,0 +1,228 @@
+"""The LightningModule that trains a :class:`~molnet.models.Potential`."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning.pytorch as pl
+import torch
+
+from molnet.data import keys
+from molnet.errors import ConfigError, NonFiniteError
+from molnet.models import Potential, build_model
+from molnet.train.losses import weighted_loss
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = {"name": "mace", "r_max": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
+
+
+class PotentialModule(pl.LightningModule):
+    """Weighted energy/forces/stress training of any molnet model family.
+
+    Parameters
+    ----------
+    model
+        Model configuration for :func:`molnet.models.build_model`. ``elements`` default to those
+        of the training data; ``e0s``, ``scale``, ``avg_num_neighbors`` default to the training
+        statistics.
+    init_from
+        A pretrained name or model file to fine-tune (its architecture replaces ``model``).
+    dtype
+        ``float32`` or ``float64``.
+    energy_weight, forces_weight, stress_weight
+        Loss weights (energy per atom, force components, stress components).
+    loss, huber_delta
+        ``mse`` or ``huber``.
+    optimizer, lr, weight_decay, amsgrad
+        ``adam`` or ``adamw``.
+    scheduler
+        ``plateau`` (ReduceLROnPlateau on the validation loss) or ``cosine`` (with linear warm-up).
+    stage_two_start
+        Fraction of ``max_epochs`` after which the energy weight and learning rate switch to the
+        stage-two values (MACE's SWA stage); None disables it.
+    """
+
+    def __init__(
+        self,
+        model: dict = DEFAULT_MODEL,  # noqa: B006 - plain dict for LightningCLI
+        init_from: str | None = None,
+        dtype: str = "float32",
+        energy_weight: float = 1.0,
+        forces_weight: float = 100.0,
+        stress_weight: float = 1.0,
+        loss: str = "mse",
+        huber_delta: float = 0.01,
+        optimizer: str = "adam",
+        lr: float = 0.01,
+        weight_decay: float = 5e-7,
+        amsgrad: bool = True,
+        scheduler: str = "plateau",
+        plateau_factor: float = 0.8,
+        plateau_patience: int = 50,
+        warmup_epochs: int = 0,
+        stage_two_start: float | None = None,
+        stage_two_energy_weight: float = 1000.0,
+        stage_two_forces_weight: float = 100.0,
+        stage_two_lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if dtype not in ("float32", "float64"):
+            raise ConfigError(f"model.dtype must be 'float32' or 'float64', got {dtype!r}")
+        if loss not in ("mse", "huber"):
+            raise ConfigError(f"model.loss must be 'mse' or 'huber', got {loss!r}")
+        if optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"model.optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+        if scheduler not in ("plateau", "cosine"):
+            raise ConfigError(f"model.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
+        if init_from is None:
+            from molnet.models.registry import family_config
+
+            family_config({"elements": ["H"], **model})  # validate before any data is read
+        self.potential: Potential | None = None
+        self.loss_weights = {"energy": energy_weight, "forces": forces_weight, "stress": stress_weight}
+        self._sums: dict[str, torch.Tensor] = {}
+        self.test_metrics: dict[str, float] = {}
+
+    # -- model construction --------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Build the potential from the configuration and the training statistics (once)."""
+        if self.potential is not None:
+            return
+        dm = self.trainer.datamodule
+        dtype = getattr(torch, self.hparams.dtype)
+        if self.hparams.init_from:
+            from molnet.pretrained import load
+
+            self.potential = load(self.hparams.init_from, dtype=dtype)
+            self.potential.train()
+            dm.check_elements(self.potential.elements)
+            log.info("fine-tuning %s (%s)", self.hparams.init_from, self.potential.config["name"])
+        else:
+            config = dict(self.hparams.model)
+            config.setdefault("elements", dm.elements())
+            dm.check_elements(config["elements"])
+            config.setdefault("r_max", 5.0)
+            stats = dm.statistics(config["elements"], config["r_max"])
+            config.setdefault("e0s", stats.e0s)
+            config.setdefault("scale", stats.scale)
+            config.setdefault("shift", stats.shift)
+            config.setdefault("avg_num_neighbors", stats.avg_num_neighbors)
+            log.info("model %s, elements %s, avg_num_neighbors %.2f, scale %.3f eV/Å", config["name"], config["elements"], config["avg_num_neighbors"], config["scale"])
+            self.potential = build_model(config, dtype=dtype)
+        dm.r_max, dm.dtype = self.potential.r_max, dtype
+
+    def forward(self, batch, training: bool = False):
+        return self.potential(batch, compute_forces=True, compute_stress=self._wants_stress(batch), training=training)
+
+    def _wants_stress(self, batch) -> bool:
+        return bool((batch[keys.STRESS_WEIGHT] > 0).any())
+
+    # -- steps --------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        pred = self(batch, training=True)
+        terms = weighted_loss(pred, batch, *self.loss_weights.values(), kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
+        if not torch.isfinite(terms["total"]):
+            raise NonFiniteError(
+                f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx} "
+                f"({ {k: float(v) for k, v in terms.items()} }); the last good checkpoint is kept"
+            )
+        self.log("train_loss", terms["total"], batch_size=batch.num_graphs, on_step=False, on_epoch=True, prog_bar=True)
+        return terms["total"]
+
+    def _accumulate(self, batch, pred) -> None:
+        n_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs).to(pred[keys.ENERGY].dtype)
+        de = (pred[keys.ENERGY] - batch[keys.ENERGY]).detach() * (batch[keys.ENERGY_WEIGHT] > 0)
+        df = (pred[keys.FORCES] - batch[keys.FORCES]).detach() * (batch[keys.FORCES_WEIGHT][batch[keys.BATCH]] > 0)[:, None]
+        updates = {
+            "e_abs": de.abs().sum(), "e_sq": (de**2).sum(), "e_pa_abs": (de / n_atoms).abs().sum(),
+            "e_pa_sq": ((de / n_atoms) ** 2).sum(), "n_e": (batch[keys.ENERGY_WEIGHT] > 0).sum(),
+            "f_abs": df.abs().sum(), "f_sq": (df**2).sum(), "n_f": 3 * (batch[keys.FORCES_WEIGHT][batch[keys.BATCH]] > 0).sum(),
+        }
+        if keys.STRESS in pred:
+            ds = (pred[keys.STRESS] - batch[keys.STRESS]).detach() * (batch[keys.STRESS_WEIGHT] > 0)[:, None, None]
+            updates["s_abs"] = ds.abs().sum()
+            updates["n_s"] = 9 * (batch[keys.STRESS_WEIGHT] > 0).sum()
+        for k, v in updates.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v.to(torch.float64)
+
+    def _eval_step(self, batch, prefix: str):
+        pred = self(batch, training=False)
+        terms = weighted_loss(pred, batch, *self.loss_weights.values(), kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
+        self.log(f"{prefix}_loss", terms["total"], batch_size=batch.num_graphs, on_epoch=True, prog_bar=prefix == "val", sync_dist=True)
+        self._accumulate(batch, pred)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _epoch_metrics(self) -> dict[str, float]:
+        sums = {k: self.trainer.strategy.reduce(torch.as_tensor(v, device=self.device), reduce_op="sum") for k, v in self._sums.items()}
+        self._sums = {}
+        out: dict[str, float] = {}
+
+        def ratio(num, den, scale=1000.0, root=False):
+            if den not in sums or float(sums[den]) == 0:
+                return None
+            value = float(sums[num]) / float(sums[den])
+            return scale * (math.sqrt(value) if root else value)
+
+        for name, value in {
+            "energy_mae_meV": ratio("e_abs", "n_e"), "energy_rmse_meV": ratio("e_sq", "n_e", root=True),
+            "energy_per_atom_mae_meV": ratio("e_pa_abs", "n_e"), "energy_per_atom_rmse_meV": ratio("e_pa_sq", "n_e", root=True),
+            "forces_mae_meV_per_A": ratio("f_abs", "n_f"), "forces_rmse_meV_per_A": ratio("f_sq", "n_f", root=True),
+            "stress_mae_meV_per_A3": ratio("s_abs", "n_s") if "s_abs" in sums else None,
+        }.items():
+            if value is not None:
+                out[name] = value
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._epoch_metrics()
+        for k, v in metrics.items():
+            self.log(f"val_{k}", v, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._epoch_metrics()
+        for k, v in self.test_metrics.items():
+            self.log(f"test_{k}", v, sync_dist=False)
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        start = self.hparams.stage_two_start
+        if start is None or self.trainer.max_epochs is None:
+            return
+        if self.current_epoch >= int(start * self.trainer.max_epochs) and self.loss_weights["energy"] != self.hparams.stage_two_energy_weight:
+            self.loss_weights["energy"] = self.hparams.stage_two_energy_weight
+            self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = self.hparams.stage_two_lr
+            log.info("stage two from epoch %d: energy weight %g, lr %g", self.current_epoch, self.loss_weights["energy"], self.hparams.stage_two_lr)
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["molnet_loss_weights"] = dict(self.loss_weights)
+        checkpoint["molnet_model_config"] = self.potential.config
+
+    def configure_optimizers(self):
+        h = self.hparams
+        cls = torch.optim.AdamW if h.optimizer == "adamw" else torch.optim.Adam
+        optimizer = cls(self.parameters(), lr=h.lr, weight_decay=h.weight_decay, amsgrad=h.amsgrad)
+        if h.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=h.plateau_factor, patience=h.plateau_patience)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+        epochs = max(1, (self.trainer.max_epochs or 1))
+        warm = max(0, min(h.warmup_epochs, epochs - 1))
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warm))
+        if warm:
+            linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warm)
+            scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warm])
+        else:
+            scheduler = cosine
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

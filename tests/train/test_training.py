@@ -1,0 +1,117 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from molnet.errors import ConfigError, DataError
+from molnet.train.datamodule import AtomicDataModule
+from molnet.train.module import PotentialModule
+
+TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
+
+
+def _trainer(**kw):
+    return pl.Trainer(
+        accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=10.0, **kw,
+    )
+
+
+def test_short_run_halves_validation_force_error():
+    pl.seed_everything(0)
+    data = AtomicDataModule(train_index=":40", valid_fraction=0.25, batch_size=5, test_file=None)
+    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="cosine")
+    trainer = _trainer(max_epochs=25)
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]
+    trainer.fit(module, datamodule=data)
+    after = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]
+    assert after < 0.5 * before, (before, after)
+
+
+def test_statistics_are_stored_in_the_model():
+    data = AtomicDataModule(train_index=":20", test_file=None)
+    module = PotentialModule(model=TINY)
+    trainer = _trainer(max_epochs=1, limit_train_batches=1)
+    trainer.fit(module, datamodule=data)
+    model = module.potential
+    assert model.elements == ["H", "C", "O"]
+    assert float(model.e0s[0]) == pytest.approx(-13.568422178253735, rel=1e-6)
+    assert model.config["avg_num_neighbors"] > 5 and float(model.scale) > 0.1
+
+
+def test_config_errors_fail_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model family 'nope'"):
+        PotentialModule(model={"name": "nope"})
+    with pytest.raises(ConfigError, match="data.train_file: no such file"):
+        AtomicDataModule(train_file=str(tmp_path / "missing.xyz"))
+    bad = tmp_path / "nokey.xyz"
+    bad.write_text('1\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc="F F F"\nH 0 0 0\n')
+    with pytest.raises(DataError, match=r"nokey.xyz, frame 0: no forces under the key 'forces'"):
+        AtomicDataModule(train_file=str(bad)).setup()
+
+
+def test_fine_tuning_refuses_incompatible_elements(tmp_path):
+    from molnet.models import build_model, save_model
+
+    path = save_model(build_model({"name": "mpnn", "elements": ["H", "C"], "r_max": 4.0}), tmp_path / "hc.safetensors")
+    data = AtomicDataModule(train_index=":20", test_file=None)
+    module = PotentialModule(init_from=str(path))
+    with pytest.raises(ConfigError, match=r"element\(s\) \['O'\] that the model does not know"):
+        _trainer(max_epochs=1).fit(module, datamodule=data)
+
+
+def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "molnet.cli", "train", "--run_dir", str(run_dir), "--data.train_index", ":30",
+        "--data.batch_size", "5", "--data.test_file", str(Path(__file__).parents[2] / "molnet/data/bundled/acac/test.xyz"),
+        "--model.model", json.dumps(TINY), "--model.dtype", "float64", "--trainer.enable_progress_bar", "false",
+        "--trainer.max_epochs", "6", *extra,
+    ]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_molnet_train_writes_run_folder_and_resumes_after_sigkill(tmp_path):
+    """A run killed by SIGKILL after a checkpoint resumes with --ckpt_path last and finishes with
+    the same test metrics as an uninterrupted run (float64, one thread: identical to 1e-8 relative)."""
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(full), check=True, env=ENV, capture_output=True)
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.safetensors", "metrics.json", "learning_curve.png"):
+        assert (full / name).is_file(), name
+    reference = json.loads((full / "metrics.json").read_text())
+    assert reference["n_configs"] == 200 and reference["forces_mae_meV_per_A"] > 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists()
+    torch.load(last, weights_only=True)  # the checkpoint on disk is whole
+    subprocess.run(_train_cmd(killed, "--ckpt_path", "last"), check=True, env=ENV, capture_output=True)
+    resumed = json.loads((killed / "metrics.json").read_text())
+    for key in ("energy_mae_meV", "forces_mae_meV_per_A"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-8), key
+
+
+def test_export_checkpoint_gives_a_loadable_model(tmp_path):
+    import molnet
+    from molnet.train.export import export_checkpoint
+
+    run = tmp_path / "run"
+    subprocess.run(_train_cmd(run, "--trainer.max_epochs", "1"), check=True, env=ENV, capture_output=True)
+    out = export_checkpoint(run / "checkpoints" / "last.ckpt", tmp_path / "exported.safetensors")
+    a, b = molnet.load_model(out), molnet.load_model(run / "model.safetensors")
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
