@@ -57,6 +57,22 @@ class Potential(nn.Module):
             table[SYMBOL_TO_Z[s]] = k
         self.register_buffer("z_to_species", table, persistent=False)
 
+    def __deepcopy__(self, memo) -> "Potential":
+        """Rebuild from the configuration and copy the state.
+
+        A plain deep copy of e3nn's generated tensor-product modules registers extra buffers,
+        which breaks weight averaging (EMA) that pairs parameters and buffers by position.
+        """
+        from molnet.models.registry import build_model
+
+        clone = build_model(self.config, dtype=self.dtype).to(self.e0s.device)
+        clone.load_state_dict(self.state_dict())
+        clone.train(self.training)
+        for p_clone, p_self in zip(clone.parameters(), self.parameters()):
+            p_clone.requires_grad_(p_self.requires_grad)
+        memo[id(self)] = clone
+        return clone
+
     @property
     def r_max(self) -> float:
         return float(self.config["r_max"])

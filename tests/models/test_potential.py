@@ -57,3 +57,16 @@ def test_float32_and_float64_agree():
     e32 = model.float()(AtomicGraph.from_atoms(atoms, 4.0, dtype=torch.float32))["energy"]
     assert e32.dtype == torch.float32
     torch.testing.assert_close(e32.double(), e64, atol=1e-4, rtol=1e-5)
+
+
+def test_deepcopy_keeps_parameters_and_buffers_aligned():
+    """EMA pairs parameters and buffers of a copy by position: they must match one to one."""
+    import copy
+    import itertools
+
+    model = build_model({"name": "mace", "elements": ["H", "C", "O"], "num_channels": 8, "max_ell": 3, "max_L": 1}, dtype=torch.float64)
+    clone = copy.deepcopy(model)
+    pairs = zip(itertools.chain(model.named_parameters(), model.named_buffers()), itertools.chain(clone.named_parameters(), clone.named_buffers()))
+    for (n1, t1), (n2, t2) in pairs:
+        assert n1 == n2 and t1.shape == t2.shape and torch.equal(t1, t2)
+    assert len(list(model.buffers())) == len(list(clone.buffers()))
