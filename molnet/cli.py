@@ -85,9 +85,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from molnet.pretrained import registry
+    from molnet.pretrained import list_models
 
-    entries = registry()
+    entries = list_models()
     if args.json:
         print(json.dumps([vars(e) for e in entries.values()], indent=2))
         return 0

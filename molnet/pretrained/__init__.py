@@ -1,5 +1,5 @@
 """Pretrained models by name, path or URL."""
 
-from molnet.pretrained.registry import PretrainedEntry, cache_dir, download, load, registry, resolve, sha256_of
+from molnet.pretrained.registry import PretrainedEntry, cache_dir, download, list_models, load, resolve, sha256_of
 
-__all__ = ["PretrainedEntry", "cache_dir", "download", "load", "registry", "resolve", "sha256_of"]
+__all__ = ["PretrainedEntry", "cache_dir", "download", "list_models", "load", "resolve", "sha256_of"]

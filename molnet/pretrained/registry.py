@@ -41,7 +41,7 @@ class PretrainedEntry:
     description: str = ""
 
 
-def registry() -> dict[str, PretrainedEntry]:
+def list_models() -> dict[str, PretrainedEntry]:
     """All registered pretrained models by name (from ``registry.json`` beside this module)."""
     if not REGISTRY_FILE.is_file():
         return {}
@@ -96,7 +96,7 @@ def download(url: str, sha256: str | None, name: str | None = None) -> Path:
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """Path of a verified model file for a pretrained name, a local path or a URL."""
     text = str(name_or_path)
-    entries = registry()
+    entries = list_models()
     if text in entries:
         entry = entries[text]
         if entry.file is not None:

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from molnet.calculators import MolNetCalculator
+from molnet.data import AtomicGraph, load_bundled
+from molnet.errors import UnknownElementError
+from molnet.md import run_md
+from molnet.models import build_model
+from torch_geometric.loader import DataLoader
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(
+        {"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_ell": 2, "max_L": 1,
+         "radial_MLP": [16], "e0s": {"H": -13.6, "C": -1026.9, "O": -2037.8}},
+        dtype=torch.float64,
+    ).eval()
+
+
+def _periodic():
+    atoms = bulk("C", "diamond", a=3.6).repeat((1, 1, 2))
+    atoms.rattle(0.05, seed=1)
+    atoms.numbers[1] = 8
+    return atoms
+
+
+def test_results_equal_potential_outputs(model):
+    atoms = _periodic()
+    atoms.calc = MolNetCalculator(model)
+    g = next(iter(DataLoader([AtomicGraph.from_atoms(atoms, model.r_max, dtype=torch.float64)], batch_size=1)))
+    ref = model(g, compute_forces=True, compute_stress=True)
+    assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"][0]), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
+    s = ref["stress"][0].numpy()
+    np.testing.assert_allclose(atoms.get_stress(), [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]], atol=1e-10)
+    np.testing.assert_allclose(atoms.get_potential_energies().sum(), atoms.get_potential_energy(), atol=1e-9)
+    # ASE's own finite-difference stress agrees with ours
+    np.testing.assert_allclose(atoms.calc.calculate_numerical_stress(atoms, d=1e-5), atoms.get_stress(), atol=1e-7)
+
+
+def test_molecule_has_no_stress_property(model):
+    atoms = load_bundled("acac", "test")[0]
+    atoms.calc = MolNetCalculator(model)
+    atoms.get_forces()
+    assert "stress" not in atoms.calc.results
+
+
+def test_skin_reuse_is_identical_to_rebuilding(model):
+    results = {}
+    for skin in (0.0, 1.0):
+        atoms = _periodic()
+        atoms.calc = MolNetCalculator(model, skin=skin)
+        md_log = run_md(atoms, steps=30, temperature_K=600, timestep_fs=1.0, ensemble="nve", log_interval=1, progress=False)
+        results[skin] = (np.array(md_log.total_energy), atoms.get_forces().copy(), atoms.calc.neighbor_list_builds)
+    np.testing.assert_allclose(results[1.0][0], results[0.0][0], atol=1e-10, rtol=0)
+    np.testing.assert_allclose(results[1.0][1], results[0.0][1], atol=1e-10, rtol=0)
+    assert results[1.0][2] < results[0.0][2] / 3  # the list really was reused
+
+
+def test_unknown_element_is_refused_clearly(model):
+    atoms = Atoms("CN", positions=[[0, 0, 0], [1.2, 0, 0]])
+    atoms.calc = MolNetCalculator(model)
+    with pytest.raises(UnknownElementError, match=r"\['N'\]"):
+        atoms.get_potential_energy()
+
+
+def test_global_default_dtype_is_untouched(model):
+    before = torch.get_default_dtype()
+    atoms = load_bundled("acac", "test")[0]
+    atoms.calc = MolNetCalculator(model, dtype="float32")
+    atoms.get_potential_energy()
+    assert torch.get_default_dtype() == before

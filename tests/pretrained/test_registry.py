@@ -1,0 +1,70 @@
+import json
+
+import pytest
+import torch
+
+import molnet
+from molnet.errors import ModelFileError
+from molnet.models import build_model, save_model
+from molnet.pretrained import registry as reg
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64)
+    return save_model(model, tmp_path / "source" / "m.safetensors")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOLNET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_load_by_file_url_is_cached_and_verified(model_file, cache):
+    digest = reg.sha256_of(model_file)
+    url = f"{model_file.as_uri()}#sha256={digest}"
+    model = molnet.load_model(url)
+    cached = list(cache.iterdir())
+    assert len(cached) == 1 and reg.sha256_of(cached[0]) == digest
+    model_file.unlink()  # a second load uses the cache, no download
+    assert molnet.load_model(url).elements == model.elements
+
+
+def test_checksum_mismatch_deletes_download_and_keeps_good_cache(model_file, cache):
+    good = reg.sha256_of(model_file)
+    molnet.load_model(f"{model_file.as_uri()}#sha256={good}")
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        reg.download(model_file.as_uri(), "0" * 64)
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # nothing partial, good entry intact
+
+
+def test_registry_entries_by_name(model_file, cache, tmp_path, monkeypatch):
+    entries = [
+        {"name": "remote-test", "family": "mpnn", "elements": ["H", "C", "O"], "training_data": "none",
+         "sha256": reg.sha256_of(model_file), "url": model_file.as_uri()},
+        {"name": "tampered", "family": "mpnn", "elements": ["H", "C", "O"], "training_data": "none",
+         "sha256": "f" * 64, "url": model_file.as_uri()},
+    ]
+    registry_file = tmp_path / "registry.json"
+    registry_file.write_text(json.dumps(entries))
+    monkeypatch.setattr(reg, "REGISTRY_FILE", registry_file)
+    assert molnet.load_model("remote-test").elements == ["H", "C", "O"]
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        molnet.load_model("tampered")
+
+
+def test_shipped_models_verify_and_load():
+    entries = reg.list_models()
+    for name, entry in entries.items():
+        path = reg.resolve(name)
+        assert reg.sha256_of(path) == entry.sha256 and path.stat().st_size == entry.size_bytes
+        model = molnet.load_model(name)
+        assert model.elements == entry.elements and model.config["name"] == entry.family
+
+
+def test_unknown_name():
+    with pytest.raises(ModelFileError, match="neither a pretrained model name"):
+        molnet.load_model("no-such-model")
