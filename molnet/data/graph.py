@@ -18,8 +18,26 @@ log = logging.getLogger(__name__)
 
 #: Atoms closer than this (Å) are rejected: no interatomic potential is meaningful there.
 MIN_DISTANCE = 0.1
-#: Above this many edges per structure a warning tells the user memory may run out.
+#: Above this many estimated edges per structure a warning says memory use will be large.
 WARN_EDGES = 20_000_000
+#: Above this many estimated edges the structure is refused instead of exhausting memory.
+MAX_EDGES = 500_000_000
+
+
+def estimate_edges(n_atoms: int, cell: np.ndarray, pbc: np.ndarray, r_max: float) -> float:
+    """Upper estimate of the number of edges: n² times the number of periodic images within r_max."""
+    if not pbc.any():
+        return float(n_atoms * n_atoms)
+    from ase.geometry import complete_cell
+
+    full = complete_cell(cell)
+    volume = abs(np.linalg.det(full))
+    images = 1.0
+    for d in np.flatnonzero(pbc):
+        e, f = [k for k in range(3) if k != d]
+        spacing = volume / np.linalg.norm(np.cross(full[e], full[f]))
+        images *= 2 * np.ceil(r_max / spacing) + 1
+    return float(n_atoms) ** 2 * images
 
 
 def validate_structure(
@@ -99,6 +117,14 @@ class AtomicGraph(Data):
         if not pbc.any():
             cell = np.zeros((3, 3))
         validate_structure(positions, cell, pbc, where)
+        estimate = estimate_edges(len(atoms), cell, pbc, r_max)
+        if estimate > MAX_EDGES:
+            raise InputError(
+                f"{where}: the cell is so small against r_max={r_max} Å that about {estimate:.2g} edges would be "
+                "needed; use a larger (super)cell"
+            )
+        if estimate > WARN_EDGES:
+            log.warning("%s: about %.2g edges for %d atoms with r_max=%.2f Å; memory use will be large", where, estimate, len(atoms), r_max)
         nl = neighbor_list(positions, cell, pbc, r_max)
         close = np.flatnonzero(nl.distances < MIN_DISTANCE)
         if len(close):
@@ -108,11 +134,6 @@ class AtomicGraph(Data):
                 f"{where}: atoms {first} and {second} are "
                 f"{nl.distances[e]:.3g} Å apart (minimum {MIN_DISTANCE} Å); "
                 "the structure has overlapping atoms"
-            )
-        if len(nl.sender) > WARN_EDGES:
-            log.warning(
-                "%s: %d edges for %d atoms with r_max=%.2f Å; memory use will be large",
-                where, len(nl.sender), len(atoms), r_max,
             )
         graph = cls(
             positions=torch.tensor(positions, dtype=dtype),

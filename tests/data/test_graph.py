@@ -58,3 +58,12 @@ def test_non_periodic_cell_is_ignored():
 def test_bad_structures_are_refused(atoms, message):
     with pytest.raises(InputError, match=message):
         AtomicGraph.from_atoms(atoms, r_max=3.0, where="test")
+
+
+def test_tiny_cell_works_and_absurd_cell_is_refused():
+    atoms = Atoms("C", positions=[[0, 0, 0]], cell=np.eye(3) * 1.2, pbc=True)
+    g = AtomicGraph.from_atoms(atoms, r_max=5.0)  # far smaller than r_max: many images, must work
+    assert g.edge_index.shape[1] > 200
+    sliver = Atoms("C", positions=[[0, 0, 0]], cell=np.diag([1e-3, 1e-3, 1.0]), pbc=True)
+    with pytest.raises(InputError, match="use a larger"):
+        AtomicGraph.from_atoms(sliver, r_max=5.0)
