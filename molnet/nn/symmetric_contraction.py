@@ -89,7 +89,8 @@ class SymmetricContraction(nn.Module):
                 if n_paths == 0:
                     layout.append((order, -1))
                     continue
-                self.register_buffer(f"u_{k}_{order}", u.to(dtype).clone(), persistent=False)
+                # stored as [P, M*D^order] so that W^T U is one contiguous matmul
+                self.register_buffer(f"u_{k}_{order}", u.reshape(-1, n_paths).t().to(dtype).contiguous(), persistent=False)
                 self.weights.append(nn.Parameter(torch.randn(num_elements, n_paths, self.num_channels) / n_paths))
                 layout.append((order, len(self.weights) - 1))
                 fingerprint.append(_fingerprint(u))
@@ -127,9 +128,8 @@ class SymmetricContraction(nn.Module):
         t = None
         for order, w_index in reversed(self._layout[k]):
             if w_index >= 0:
-                u = getattr(self, f"u_{k}_{order}")  # [M, D^order, P]
-                uw = torch.matmul(u.reshape(-1, u.shape[-1]), self.weights[w_index][element])  # [M*D^order, C]
-                uw = uw.t().reshape(1, c, -1)  # [1, C, M*D^order]
+                u_t = getattr(self, f"u_{k}_{order}")  # [P, M*D^order]
+                uw = torch.matmul(self.weights[w_index][element].t(), u_t).unsqueeze(0)  # [1, C, M*D^order]
                 t = uw if t is None else t + uw
             if t is not None:
                 t = t.reshape(t.shape[0], c, -1, d)  # [n_e or 1, C, M*D^(order-1), D]
