@@ -115,3 +115,21 @@ def test_export_checkpoint_gives_a_loadable_model(tmp_path):
     out = export_checkpoint(run / "checkpoints" / "last.ckpt", tmp_path / "exported.safetensors")
     a, b = molnet.load_model(out), molnet.load_model(run / "model.safetensors")
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    """`--trainer.strategy ddp --trainer.devices 2` (gloo) at the same global batch trains like one process."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    common = ("--trainer.max_epochs", "4", "--data.valid_batch_size", "10")
+    subprocess.run(_train_cmd(single, *common, "--data.batch_size", "10"), check=True, env=ENV, capture_output=True)
+    result = subprocess.run(
+        _train_cmd(ddp, *common, "--data.batch_size", "5", "--trainer.strategy", "ddp", "--trainer.devices", "2"),
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in result.stderr or "rank: 1" in result.stderr.lower()
+    a = json.loads((single / "metrics.json").read_text())
+    b = json.loads((ddp / "metrics.json").read_text())
+    assert a["n_configs"] == b["n_configs"] == 200
+    for key in ("forces_mae_meV_per_A", "energy_per_atom_mae_meV"):
+        assert b[key] == pytest.approx(a[key], rel=0.15), key
