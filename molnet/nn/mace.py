@@ -20,6 +20,7 @@ from e3nn import o3
 from torch import nn
 
 from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.long_range import build_long_range
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import SymmetricContraction
 
@@ -42,6 +43,7 @@ class MACEConfig:
     avg_num_neighbors: float = 1.0
     gate: str = "silu"
     readout_hidden: int = 16
+    long_range: dict | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_L <= 3:
@@ -99,9 +101,11 @@ class MACEInteraction(nn.Module):
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
         self.linear = o3.Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
-        self.skip = (
-            o3.FullyConnectedTensorProduct(irreps_in, o3.Irreps(f"{num_elements}x0e"), hidden) if residual else None
-        )
+        elements = o3.Irreps(f"{num_elements}x0e")
+        # a residual layer keeps an element-dependent self-connection of its input; the first layer
+        # (no residual, as in mace-torch) mixes its aggregated message element-dependently instead
+        self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
+        self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
     def forward(self, node_feats, node_onehot, edge_sh, radial, inputs: GraphInputs):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
@@ -110,6 +114,8 @@ class MACEInteraction(nn.Module):
         messages = self.conv_tp(h[inputs.sender], edge_sh, weights)  # [n_edges, mid.dim]
         summed = scatter_sum(messages, inputs.receiver, len(node_feats))
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
+        if self.element_mix is not None:
+            a = self.element_mix(a, node_onehot)
         return to_channels(a, self.target), skip
 
 
@@ -155,6 +161,11 @@ class MACE(nn.Module):
             else:
                 self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
+        self.long_range = (
+            nn.ModuleList(build_long_range(c.long_range, c.num_channels) for _ in range(c.num_interactions))
+            if c.long_range is not None
+            else None
+        )
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""
@@ -172,11 +183,17 @@ class MACE(nn.Module):
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         features = []
-        for interaction, product, linear, readout in zip(self.interactions, self.products, self.product_linears, self.readouts):
+        c = self.hidden[0].mul  # the first C entries of every layer's features are its 0e channels
+        for t, (interaction, product, linear, readout) in enumerate(
+            zip(self.interactions, self.products, self.product_linears, self.readouts)
+        ):
+            update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
             a, skip = interaction(h, onehot, edge_sh, radial, inputs)  # a: [n_nodes, C, D]
             h = linear(product(a, inputs.species, groups))
             if skip is not None:
                 h = h + skip
+            if update is not None:  # invariant update on the 0e channels only: equivariance is exact
+                h = torch.cat([h[:, :c] + update, h[:, c:]], dim=1)
             features.append(h)
             energy = energy + readout(h).squeeze(-1)
         return energy, features

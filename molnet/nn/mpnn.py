@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.long_range import build_long_range
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 
 
@@ -31,6 +32,7 @@ class MPNNConfig:
     num_polynomial_cutoff: int = 5
     radial_MLP: list[int] = field(default_factory=lambda: [64, 64])
     avg_num_neighbors: float = 1.0
+    long_range: dict | None = None
 
 
 class MPNNInteraction(nn.Module):
@@ -72,12 +74,20 @@ class MPNN(nn.Module):
             MPNNInteraction(c.num_channels, c.num_bessel, list(c.radial_MLP), c.avg_num_neighbors)
             for _ in range(c.num_interactions)
         )
+        self.long_range = (
+            nn.ModuleList(build_long_range(c.long_range, c.num_channels) for _ in range(c.num_interactions))
+            if c.long_range is not None
+            else None
+        )
         self.readout = nn.Sequential(nn.Linear(c.num_channels, c.num_channels // 2), nn.SiLU(), nn.Linear(c.num_channels // 2, 1))
 
     def forward(self, inputs: GraphInputs) -> torch.Tensor:
         _, lengths = inputs.edge_vectors()
         radial = self.radial(lengths)  # [n_edges, num_bessel]
         h = self.embedding(inputs.species)  # [n_nodes, C]
-        for interaction in self.interactions:
+        for t, interaction in enumerate(self.interactions):
+            update = self.long_range[t](h, inputs) if self.long_range is not None else None  # [n_nodes, C]
             h = interaction(h, radial, inputs)
+            if update is not None:
+                h = h + update
         return self.readout(h).squeeze(-1)
