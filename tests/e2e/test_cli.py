@@ -1,0 +1,55 @@
+"""The `molnet` command line as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from molnet.data import bundled_path
+
+MOLNET = [sys.executable, "-m", "molnet.cli"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*MOLNET, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_eval_json_and_plot(tmp_path):
+    plot = tmp_path / "parity.png"
+    result = run("eval", "--model", "mace-acac", "--data", str(bundled_path("acac", "test")), "--json", "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    for key in ("n_configs", "energy_mae_meV", "energy_rmse_meV", "energy_per_atom_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+        assert key in metrics
+    assert metrics["n_configs"] == 200 and metrics["forces_mae_meV_per_A"] < 100
+    assert plot.stat().st_size > 10_000
+
+
+def test_md_default_runs_and_writes_outputs(tmp_path):
+    result = run("md", "--steps", "40", "--log-interval", "10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "md.png").stat().st_size > 10_000
+    from ase.io import read
+
+    frames = read(tmp_path / "md.extxyz", index=":")
+    assert len(frames) == 5 and len(frames[0]) == 15
+    assert "ns/day" in result.stderr or "steps/s" in result.stderr
+
+
+def test_models_lists_shipped_models():
+    result = run("models", "--json")
+    names = {e["name"] for e in json.loads(result.stdout)}
+    assert {"mace-acac", "mace-ethanol"} <= names
+
+
+def test_bad_input_exits_with_a_clear_message(tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("3\nnot an extxyz header\nH 0 0\n")
+    result = run("eval", "--model", "mace-acac", "--data", str(bad))
+    assert result.returncode == 2 and "DataError" in result.stderr and "bad.xyz" in result.stderr
+    result = run("md", "--model", str(tmp_path / "missing.safetensors"), "--steps", "1")
+    assert result.returncode == 2 and "ModelFileError" in result.stderr
+
+
+def test_train_help_is_lightning_cli():
+    result = run("train", "--help")
+    assert result.returncode == 0 and "--trainer.max_epochs" in result.stdout and "--model.model" in result.stdout
