@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -105,32 +106,23 @@ class Potential(nn.Module):
         asked, ``forces [n_nodes, 3]`` eV/Å and ``stress [n_graphs, 3, 3]`` eV/Å³. ``training``
         keeps the graph of the derivatives so that a loss on forces can be back-propagated.
         """
-        dtype = self.dtype
         species = self.species_of(batch[keys.ATOMIC_NUMBERS])
-        positions = batch[keys.POSITIONS].to(dtype)
-        n_nodes = len(positions)
-        node_batch = batch[keys.BATCH] if getattr(batch, keys.BATCH, None) is not None else torch.zeros(n_nodes, dtype=torch.long, device=positions.device)
-        num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
-        cell = batch[keys.CELL].to(dtype).reshape(-1, 3, 3)
-        edge_index = batch[keys.EDGE_INDEX]
-        shifts = batch[keys.SHIFTS].to(dtype)
+        inputs = GraphInputs.from_graph(batch, species, self.dtype)
         needs_grad = compute_forces or compute_stress
         with torch.enable_grad():
+            positions, cell, shifts = inputs.positions, inputs.cell, inputs.shifts
             if needs_grad and not positions.requires_grad:
                 positions = positions.clone().requires_grad_(True)
             if compute_stress:
-                displacement = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+                displacement = torch.zeros_like(cell).requires_grad_(True)
                 strain = 0.5 * (displacement + displacement.transpose(1, 2))  # [n_graphs, 3, 3]
-                positions = positions + torch.einsum("ni,nij->nj", positions, strain[node_batch])
+                positions = positions + torch.einsum("ni,nij->nj", positions, strain[inputs.batch])
                 cell = cell + torch.bmm(cell, strain)
-                edge_cell = cell[node_batch[edge_index[1]]]  # [n_edges, 3, 3]
-                shifts = torch.einsum("ei,eij->ej", batch[keys.UNIT_SHIFTS].to(dtype), edge_cell)
-            inputs = GraphInputs(
-                positions=positions, species=species, edge_index=edge_index, shifts=shifts,
-                cell=cell, pbc=batch[keys.PBC].reshape(-1, 3), batch=node_batch, num_graphs=num_graphs,
-            )
+                edge_cell = cell[inputs.batch[inputs.receiver]]  # [n_edges, 3, 3]
+                shifts = torch.einsum("ei,eij->ej", inputs.unit_shifts, edge_cell)
+            inputs = dataclasses.replace(inputs, positions=positions, cell=cell, shifts=shifts)
             node_energy = self.scale * self.body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
-            energy = scatter_sum(node_energy, node_batch, num_graphs)  # [n_graphs]
+            energy = scatter_sum(node_energy, inputs.batch, inputs.num_graphs)  # [n_graphs]
             out = {keys.ENERGY: energy, keys.NODE_ENERGY: node_energy}
             if needs_grad:
                 wrt = [positions] + ([displacement] if compute_stress else [])
@@ -143,7 +135,7 @@ class Potential(nn.Module):
                 if compute_stress:
                     g = grads[-1] if grads[-1] is not None else torch.zeros_like(displacement)
                     volume = torch.linalg.det(cell).abs()
-                    periodic = batch[keys.PBC].reshape(-1, 3).all(dim=1) & (volume > 0)
+                    periodic = inputs.pbc.all(dim=1) & (volume > 0)
                     safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
                     out[keys.STRESS] = torch.where(periodic[:, None, None], g / safe_volume[:, None, None], 0.0)
         if not training:

@@ -16,6 +16,7 @@ class GraphInputs:
         - species: ``[n_nodes]`` int64, index of each atom's element in the model's element list
         - edge_index: ``[2, n_edges]`` (sender j, receiver i)
         - shifts: ``[n_edges, 3]`` Å, r_ij = r_j - r_i + shift
+        - unit_shifts: ``[n_edges, 3]`` integer lattice translations (shift = unit_shift @ cell)
         - cell: ``[n_graphs, 3, 3]`` Å; pbc: ``[n_graphs, 3]`` bool
         - batch: ``[n_nodes]`` graph index of each node
     """
@@ -28,6 +29,24 @@ class GraphInputs:
     pbc: torch.Tensor
     batch: torch.Tensor
     num_graphs: int
+    unit_shifts: torch.Tensor
+
+    @classmethod
+    def from_graph(cls, graph, species: torch.Tensor, dtype: torch.dtype | None = None) -> "GraphInputs":
+        """Unstrained inputs of an :class:`~molnet.data.AtomicGraph` or a batch of them."""
+        from molnet.data import keys
+
+        dtype = dtype or graph[keys.POSITIONS].dtype
+        positions = graph[keys.POSITIONS].to(dtype)
+        batch = getattr(graph, keys.BATCH, None)
+        if batch is None:
+            batch = torch.zeros(len(positions), dtype=torch.long, device=positions.device)
+        return cls(
+            positions=positions, species=species, edge_index=graph[keys.EDGE_INDEX],
+            shifts=graph[keys.SHIFTS].to(dtype), cell=graph[keys.CELL].to(dtype).reshape(-1, 3, 3),
+            pbc=graph[keys.PBC].reshape(-1, 3), batch=batch, num_graphs=int(getattr(graph, "num_graphs", 1)),
+            unit_shifts=graph[keys.UNIT_SHIFTS].to(dtype),
+        )
 
     @property
     def sender(self) -> torch.Tensor:

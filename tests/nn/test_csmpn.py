@@ -38,16 +38,12 @@ def _model(**overrides):
 
 def _inputs(model, atoms):
     g = AtomicGraph.from_atoms(atoms, model.r_max, dtype=torch.float64)
-    return GraphInputs(
-        positions=g.positions, species=model.species_of(g.atomic_numbers), edge_index=g.edge_index,
-        shifts=g.shifts, cell=g.cell, pbc=g.pbc, batch=torch.zeros(len(atoms), dtype=torch.long), num_graphs=1,
-    )
+    return GraphInputs.from_graph(g, model.species_of(g.atomic_numbers))
 
 
 def _lift(atoms, r_max, r_tri):
     g = AtomicGraph.from_atoms(atoms, r_max, dtype=torch.float64)
-    inputs = GraphInputs(positions=g.positions, species=torch.zeros(len(atoms), dtype=torch.long), edge_index=g.edge_index,
-                         shifts=g.shifts, cell=g.cell, pbc=g.pbc, batch=torch.zeros(len(atoms), dtype=torch.long), num_graphs=1)
+    inputs = GraphInputs.from_graph(g, torch.zeros(len(atoms), dtype=torch.long))
     vectors, lengths = inputs.edge_vectors()
     return lift(inputs, lengths, vectors, r_tri), vectors
 

@@ -87,7 +87,7 @@ def _block_inputs(structures: list[Atoms]) -> GraphInputs:
     return GraphInputs(
         positions=torch.cat(pos), species=torch.zeros(n, dtype=torch.long), edge_index=torch.zeros(2, 0, dtype=torch.long),
         shifts=torch.zeros(0, 3, dtype=torch.float64), cell=torch.stack(cells), pbc=torch.stack(pbcs),
-        batch=torch.cat(batch), num_graphs=len(structures),
+        batch=torch.cat(batch), num_graphs=len(structures), unit_shifts=torch.zeros(0, 3, dtype=torch.float64),
     )
 
 

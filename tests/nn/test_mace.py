@@ -30,10 +30,7 @@ def _inputs(model, atoms):
     from molnet.nn.inputs import GraphInputs
 
     g = AtomicGraph.from_atoms(atoms, model.r_max, dtype=torch.float64)
-    return GraphInputs(
-        positions=g.positions, species=model.species_of(g.atomic_numbers), edge_index=g.edge_index,
-        shifts=g.shifts, cell=g.cell, pbc=g.pbc, batch=torch.zeros(len(atoms), dtype=torch.long), num_graphs=1,
-    )
+    return GraphInputs.from_graph(g, model.species_of(g.atomic_numbers))
 
 
 @pytest.mark.parametrize("inversion", [False, True], ids=["rotation", "rotation+inversion"])

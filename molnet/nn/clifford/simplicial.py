@@ -104,18 +104,8 @@ class SimplicialComplex:
 
 
 def integer_shifts(inputs: GraphInputs) -> torch.Tensor:
-    """Lattice translation of every edge's sender, ``[n_edges, 3]`` int64, from the Cartesian shifts.
-
-    shift = n @ cell, so n = round(shift @ pinv(cell)); exact for any strain applied to both, and
-    n = 0 for non-periodic structures (zero cell and zero shifts).
-    """
-    cell = inputs.cell.detach()
-    if inputs.shifts.numel() == 0:
-        return torch.zeros(0, 3, dtype=torch.long, device=cell.device)
-    inverse = torch.linalg.pinv(cell)  # [n_graphs, 3, 3]
-    graph = inputs.batch[inputs.receiver]
-    frac = torch.einsum("ei,eij->ej", inputs.shifts.detach(), inverse[graph])
-    return torch.round(frac).long()
+    """Lattice translation of every edge's sender, ``[n_edges, 3]`` int64 (zero for molecules)."""
+    return torch.round(inputs.unit_shifts.detach()).long()
 
 
 class _Keys:
