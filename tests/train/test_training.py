@@ -133,3 +133,41 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     assert a["n_configs"] == b["n_configs"] == 200
     for key in ("forces_mae_meV_per_A", "energy_per_atom_mae_meV"):
         assert b[key] == pytest.approx(a[key], rel=0.15), key
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        {"name": "mace", "num_channels": 8, "max_ell": 2, "radial_MLP": [16]},
+        {"name": "ponita", "num_ori": 8, "hidden_dim": 16, "num_layers": 2, "basis_dim": 16},
+        {"name": "csmpn", "num_channels": 4, "num_layers": 2},
+        {**TINY, "long_range": {"name": "ewald"}},
+    ],
+    ids=["mace", "ponita", "csmpn", "mpnn+ewald"],
+)
+def test_every_family_trains(family):
+    """Forces in the loss need the double backward of every family: a few steps must lower the loss."""
+    pl.seed_everything(0)
+    data = AtomicDataModule(train_index=":20", valid_fraction=0.25, batch_size=5, test_file=None)
+    module = PotentialModule(model={"r_max": 4.0, **family}, dtype="float64", lr=0.005)
+    trainer = _trainer(max_epochs=3)
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]["val_loss"]
+    trainer.fit(module, datamodule=data)
+    after = trainer.validate(module, datamodule=data, verbose=False)[0]["val_loss"]
+    assert after < before, (before, after)
+
+
+def test_shipped_configs_are_valid():
+    """Every YAML in configs/ names a known family with valid hyperparameters and existing bundled files."""
+    import yaml
+
+    from molnet.models.registry import family_config
+
+    root = Path(__file__).parents[2]
+    for config in sorted((root / "configs").glob("*.yaml")):
+        content = yaml.safe_load(config.read_text())
+        family_config({"elements": ["H"], **content["model"]["model"]})
+        for key in ("train_file", "test_file", "isolated_atoms_file"):
+            path = content["data"].get(key)
+            if path and path.startswith("molnet/"):
+                assert (root / path).is_file(), (config.name, path)
