@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from molnet import models  # noqa: E402
+from molnet.models.inference import predict  # noqa: E402
 from molnet.models.io import save_model  # noqa: E402
 
 
@@ -22,4 +23,4 @@ def load_model(name_or_path, dtype=None, device="cpu"):
     return load(name_or_path, dtype=dtype, device=device)
 
 
-__all__ = ["__version__", "load_model", "save_model", "models"]
+__all__ = ["__version__", "load_model", "models", "predict", "save_model"]

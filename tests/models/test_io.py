@@ -91,3 +91,16 @@ def test_newer_format(model, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="neither a pretrained model name"):
         molnet.load_model(tmp_path / "nope.safetensors")
+
+
+def test_predict_batches_match_single_calls(model):
+    from ase.build import bulk
+
+    structures = load_bundled("acac", "test")[:5]
+    one_by_one = [molnet.predict(model, [a])[0] for a in structures]
+    batched = molnet.predict(model, structures, batch_size=2)
+    for a, b in zip(one_by_one, batched):
+        assert abs(a["energy"] - b["energy"]) < 1e-10 and abs(a["forces"] - b["forces"]).max() < 1e-10
+    crystal = bulk("C", "diamond", a=3.6)
+    (out,) = molnet.predict(model, [crystal])
+    assert out["stress"].shape == (3, 3)
