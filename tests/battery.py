@@ -177,3 +177,42 @@ class ModelBattery:
         # and the dimer does interact inside the cutoff
         near = evaluate(model, [dimer(0.5 * R_MAX)])
         assert abs(float(near["energy"][0] - outside["energy"][0])) > 1e-6
+
+
+class LongRangeBattery(ModelBattery):
+    """The battery for models with a long-range block, whose claims are weaker in two places."""
+
+    def test_far_apart_fragments_add_up(self, model):
+        """Weaker claim than the battery's: Ewald couples fragments at any distance by design.
+
+        The real-space kernel reaches about (num_k_basis + 2)·π/k_cutoff (8 Å here) and then
+        decays as r⁻⁶, so fragments are additive to the battery tolerance only far beyond that
+        (1000 Å), and visibly coupled at 15 Å, where no edge joins them.
+        """
+        a = acac()
+        energies = []
+        for gap in (15.0, 1000.0):
+            b = acac()
+            b.positions += np.array([0.0, 0.0, gap + np.ptp(a.positions[:, 2])])
+            energies.append(evaluate(model, [a, a + b])["energy"])
+        near, far = energies
+        torch.testing.assert_close(far[1], 2 * far[0], atol=2 * self.atol, rtol=1e-12)
+        assert abs(float(near[1] - 2 * near[0])) > 1e-8
+
+    def test_energy_is_smooth_at_the_cutoff(self, model):
+        """The battery compares E(r_max ∓ ε) directly, which assumes E is flat beyond r_max; with
+        Ewald it is not (dE/dr ~ 1e-3 eV/Å there), so the jump is measured after removing the
+        first-order change 2ε·F: E(r_max − ε) − E(r_max + ε) = 2ε·F_x(O) + O(ε³).
+        """
+
+        def dimer(r):
+            return Atoms("CO", positions=[[0, 0, 0], [r, 0, 0]])
+
+        eps = 1e-6
+        inside, outside = evaluate(model, [dimer(R_MAX - eps)]), evaluate(model, [dimer(R_MAX + eps)])
+        force = 0.5 * float(inside["forces"][1, 0] + outside["forces"][1, 0])  # −dE/dr
+        jump = float(inside["energy"][0] - outside["energy"][0]) - 2 * eps * force
+        assert abs(jump) < 1e-9
+        torch.testing.assert_close(inside["forces"], outside["forces"], atol=1e-7, rtol=0)
+        near = evaluate(model, [dimer(0.5 * R_MAX)])
+        assert abs(float(near["energy"][0] - outside["energy"][0])) > 1e-6

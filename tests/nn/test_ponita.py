@@ -16,7 +16,7 @@ import molnet
 from molnet.errors import ConfigError
 from molnet.models import build_model
 from molnet.nn import ponita
-from tests.battery import R_MAX, ModelBattery, acac, evaluate, periodic_cell, random_rotation
+from tests.battery import R_MAX, LongRangeBattery, ModelBattery, acac, evaluate, periodic_cell, random_rotation
 
 SMALL = {"name": "ponita", "hidden_dim": 8, "basis_dim": 8, "num_layers": 2, "widening_factor": 2}
 #: Small Ewald block with k vectors in the 3-4 Å battery cell (as in tests/nn/test_ewald.py).
@@ -81,37 +81,10 @@ class TestPONITA(ModelBattery):
             assert float(stress_error) < 5e-2
 
 
-class TestPONITAEwald(TestPONITA):
+class TestPONITAEwald(LongRangeBattery, TestPONITA):
     """The battery with the Ewald block added to every layer's orientation-averaged channels."""
 
     configs = [{**SMALL, "num_ori": 8, "long_range": EWALD, "id": "O8-ewald"}]
-
-    def test_far_apart_fragments_add_up(self, model):
-        """Weaker claim than the battery's: Ewald couples fragments at any distance by design, so
-        fragments add up only far beyond the Ewald kernel's reach (1000 Å) and are visibly
-        coupled at 15 Å, where no edge joins them."""
-        a = acac()
-        energies = []
-        for gap in (15.0, 1000.0):
-            b = acac()
-            b.positions += np.array([0.0, 0.0, gap + np.ptp(a.positions[:, 2])])
-            energies.append(evaluate(model, [a, a + b])["energy"])
-        near, far = energies
-        torch.testing.assert_close(far[1], 2 * far[0], atol=2 * self.atol, rtol=1e-12)
-        assert abs(float(near[1] - 2 * near[0])) > 1e-8
-
-    def test_energy_is_smooth_at_the_cutoff(self, model):
-        """The battery's claim with the long-range slope taken out: across r_max ± ε the energy
-        changes by the work of the (continuous) force, −F·2ε, and no more; Ewald's own force
-        (≈ 1e-3 eV/Å at 4 Å here) makes the raw difference exceed the battery's 1e-9 eV."""
-        from ase import Atoms
-
-        eps = 1e-6
-        dimers = [Atoms("CO", positions=[[0, 0, 0], [R_MAX + s * eps, 0, 0]]) for s in (-1, 1)]
-        inside, outside = (evaluate(model, [d]) for d in dimers)
-        work = -float(inside["forces"][1, 0] + outside["forces"][1, 0]) / 2 * (2 * eps)
-        assert abs(float(outside["energy"][0] - inside["energy"][0]) - work) < 1e-12
-        torch.testing.assert_close(inside["forces"], outside["forces"], atol=1e-7, rtol=0)
 
 
 def test_rotation_error_shrinks_with_the_grid():
