@@ -25,19 +25,27 @@ MAX_EDGES = 500_000_000
 
 
 def estimate_edges(n_atoms: int, cell: np.ndarray, pbc: np.ndarray, r_max: float) -> float:
-    """Upper estimate of the number of edges: n² times the number of periodic images within r_max."""
+    """Expected number of edges of a periodic structure at uniform density (n² for a molecule).
+
+    Fully periodic: n² · (4/3)π r_max³ / V, right both for large cells and for cells much smaller
+    than the cutoff (where it counts the periodic images). Partly periodic: n² · Π_d 2 r_max / h_d
+    over the periodic directions, h_d being the spacing of the lattice planes.
+    """
+    n2 = float(n_atoms) ** 2
     if not pbc.any():
-        return float(n_atoms * n_atoms)
+        return n2
     from ase.geometry import complete_cell
 
     full = complete_cell(cell)
     volume = abs(np.linalg.det(full))
-    images = 1.0
+    if pbc.all():
+        return n2 * 4.0 / 3.0 * np.pi * r_max**3 / volume
+    factor = 1.0
     for d in np.flatnonzero(pbc):
         e, f = [k for k in range(3) if k != d]
         spacing = volume / np.linalg.norm(np.cross(full[e], full[f]))
-        images *= 2 * np.ceil(r_max / spacing) + 1
-    return float(n_atoms) ** 2 * images
+        factor *= 2.0 * r_max / spacing
+    return n2 * factor
 
 
 def validate_structure(
@@ -117,7 +125,7 @@ class AtomicGraph(Data):
         if not pbc.any():
             cell = np.zeros((3, 3))
         validate_structure(positions, cell, pbc, where)
-        estimate = estimate_edges(len(atoms), cell, pbc, r_max)
+        estimate = estimate_edges(len(atoms), cell, pbc, r_max) if pbc.any() else 0.0
         if estimate > MAX_EDGES:
             raise InputError(
                 f"{where}: the cell is so small against r_max={r_max} Å that about {estimate:.2g} edges would be "
