@@ -122,7 +122,12 @@ class PotentialModule(pl.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        pred = self(batch, training=True)
+        try:
+            pred = self(batch, training=True)
+        except NonFiniteError as exc:
+            raise NonFiniteError(
+                f"epoch {self.current_epoch}, batch {batch_idx}: {exc}; the last good checkpoint is kept"
+            ) from exc
         terms = weighted_loss(pred, batch, *self.loss_weights.values(), kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
         if not torch.isfinite(terms["total"]):
             raise NonFiniteError(
