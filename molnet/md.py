@@ -16,7 +16,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from molnet.errors import ConfigError
+from molnet.errors import ConfigError, MolnetError
 
 log = logging.getLogger(__name__)
 ENSEMBLES = ("nve", "nvt", "npt")
@@ -35,6 +35,24 @@ class MDLog:
     def drift_meV_per_atom(self, n_atoms: int) -> float:
         """Total-energy change from the first to the last sample, meV/atom."""
         return 1000 * (self.total_energy[-1] - self.total_energy[0]) / n_atoms
+
+
+class SimulationError(MolnetError):
+    """The simulation went wrong (atoms flying apart); the trajectory written so far is kept."""
+
+
+def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:
+    """Raise :class:`SimulationError` if an atom of a molecule has no neighbour within ``max_distance`` Å."""
+    if atoms.pbc.any() or len(atoms) < 2 or len(atoms) > 5000:
+        return
+    d = atoms.get_all_distances() + np.eye(len(atoms)) * 1e9
+    lonely = np.flatnonzero(d.min(axis=1) > max_distance)
+    if len(lonely):
+        raise SimulationError(
+            f"step {step}: atom(s) {lonely[:10].tolist()} have no neighbour within {max_distance:.1f} Å; "
+            "the molecule is falling apart (timestep too large, temperature too high, or the model is "
+            "outside its training data)"
+        )
 
 
 def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K: float, friction_per_fs: float = 0.01, pressure_bar: float = 1.0, seed: int = 0):
@@ -64,12 +82,15 @@ def run_md(
     friction_per_fs: float = 0.01,
     pressure_bar: float = 1.0,
     progress: bool = True,
+    max_bond_distance: float | None = 4.0,
 ) -> MDLog:
     """Run ``steps`` MD steps on ``atoms`` (which must carry a calculator); returns the log.
 
     Velocities are drawn from Maxwell–Boltzmann at ``temperature_K`` with ``seed`` (centre of
     mass and, for molecules, rotation removed). Frames are appended to ``trajectory`` (extxyz)
-    every ``log_interval`` steps.
+    every ``log_interval`` steps. Non-finite energies (:class:`~molnet.errors.NonFiniteError`)
+    and, for molecules, an atom with no neighbour within ``max_bond_distance`` Å stop the run
+    with an error; frames written so far stay in ``trajectory``.
     """
     if steps < 0 or log_interval < 1:
         raise ConfigError("steps must be >= 0 and log_interval >= 1")
@@ -83,6 +104,8 @@ def run_md(
         Path(trajectory).unlink(missing_ok=True)
 
     def record() -> None:
+        if max_bond_distance is not None:
+            check_bonded(atoms, max_bond_distance, dyn.get_number_of_steps())
         epot = atoms.get_potential_energy()
         ekin = atoms.get_kinetic_energy()
         md_log.time_fs.append(dyn.get_number_of_steps() * timestep_fs)

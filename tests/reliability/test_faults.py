@@ -64,3 +64,30 @@ def test_checkpoints_are_read_without_unpickling(tmp_path):
     with pytest.raises(ModelFileError, match="evil.ckpt"):
         potential_from_checkpoint(path)
     assert not marker.exists()
+
+
+def test_md_stops_clearly_and_keeps_the_trajectory(tmp_path):
+    import numpy as np
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.io import read
+
+    from molnet.data import load_bundled
+    from molnet.md import SimulationError, run_md
+
+    class Repulsive(Calculator):
+        """Pushes the first hydrogen away from the molecule: it leaves within a few hundred steps."""
+
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            forces = np.zeros((len(self.atoms), 3))
+            forces[7] = [20.0, 0.0, 0.0]
+            self.results = {"energy": -float(forces[7, 0] * self.atoms.positions[7, 0]), "forces": forces}
+
+    atoms = load_bundled("acac", "test")[0]
+    atoms.calc = Repulsive()
+    trajectory = tmp_path / "md.extxyz"
+    with pytest.raises(SimulationError, match=r"atom\(s\) \[7\] have no neighbour"):
+        run_md(atoms, steps=2000, ensemble="nve", trajectory=trajectory, progress=False, log_interval=10)
+    assert len(read(trajectory, index=":")) > 1
