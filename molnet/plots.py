@@ -19,6 +19,8 @@ def _parity(ax, ref, pred, label, unit):
     ax.scatter(ref, pred, s=4, alpha=0.5)
     mae = np.mean(np.abs(pred - ref)) * 1000
     ax.set(xlabel=f"reference {label} ({unit})", ylabel=f"predicted {label} ({unit})", title=f"{label}: MAE {mae:.2f} m{unit}")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.yaxis.set_major_locator(plt.MaxNLocator(5))
 
 
 def parity_plot(energy_ref, energy_pred, n_atoms, forces_ref, forces_pred, path: str | Path) -> Path:
