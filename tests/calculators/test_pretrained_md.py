@@ -39,8 +39,11 @@ def test_vibrations_run(calc, tmp_path, monkeypatch):
     vib.run()
     energies = vib.get_energies()
     assert len(energies) == 3 * len(atoms)
-    real = np.sort(np.abs(energies.real))[6:]  # 3N-6 vibrational modes at a minimum
-    assert (real > 0.005).all() and real.max() < 0.5  # meaningful molecular frequencies (eV)
+    magnitudes = np.sort(np.abs(energies))
+    # 6 rigid-body modes near zero (plus possibly a nearly free methyl rotor); the rest are real
+    # molecular vibrations, the highest being C-H/O-H stretches near 0.37-0.40 eV (3000-3200 cm^-1)
+    assert (magnitudes < 0.005).sum() <= 7
+    assert 0.3 < magnitudes.max() < 0.45
 
 
 def _nve_drift(calc, steps):
