@@ -31,8 +31,9 @@ class MolNetCalculator(Calculator):
     skin
         Verlet skin in Å: the neighbour list is built with ``r_max + skin`` and reused until an
         atom moved more than ``skin / 2`` or the cell, numbers or pbc changed. Edges beyond
-        ``r_max`` contribute exactly zero (the envelope), so results are identical to rebuilding
-        at every step. ``skin=0`` rebuilds every call.
+        ``r_max`` are dropped before the model runs (a cheap distance mask over the stored
+        pairs), so the model sees exactly the edges of a fresh list and results are identical to
+        rebuilding at every step. ``skin=0`` rebuilds every call.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions.
@@ -75,13 +76,19 @@ class MolNetCalculator(Calculator):
             self.model.species_of(torch.as_tensor(atoms.numbers, device=self.device))  # clear error for unknown elements
             graph = AtomicGraph.from_atoms(atoms, self.model.r_max + self.skin, dtype=self.torch_dtype)
             self._graph = Batch.from_data_list([graph]).to(self.device)
+            # the pairs within r_max + skin: candidates from which every call keeps those within r_max
+            self._candidates = {k: self._graph[k] for k in (keys.EDGE_INDEX, keys.SHIFTS, keys.UNIT_SHIFTS)}
             self._reference = (atoms.positions.copy(), atoms.cell[:].copy(), atoms.numbers.copy(), atoms.pbc.copy())
             self.neighbor_list_builds += 1
-        else:
-            positions = atoms.positions
-            if not np.isfinite(positions).all():
-                raise InputError("positions contain NaN or infinite values")
-            self._graph[keys.POSITIONS] = torch.tensor(positions, dtype=self.torch_dtype, device=self.device)
+        elif not np.isfinite(atoms.positions).all():
+            raise InputError("positions contain NaN or infinite values")
+        positions = torch.tensor(atoms.positions, dtype=self.torch_dtype, device=self.device)
+        sender, receiver = self._candidates[keys.EDGE_INDEX]
+        lengths = torch.linalg.norm(positions[sender] - positions[receiver] + self._candidates[keys.SHIFTS], dim=1)
+        within = lengths < self.model.r_max  # [n_candidates]
+        self._graph[keys.POSITIONS] = positions
+        for key, value in self._candidates.items():
+            self._graph[key] = value[:, within] if key == keys.EDGE_INDEX else value[within]
         return self._graph
 
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
