@@ -19,10 +19,10 @@ demo: install
 	$(VENV)/bin/molnet demo --output demo_out
 
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" --durations=10
 
 test-all: install
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=10
 
 clean:
 	rm -rf demo_out runs .pytest_cache

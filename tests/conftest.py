@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Tests use small graphs, for which one intra-op thread is fastest; on a loaded 2-core machine two
+# OpenMP threads can also stall each other for seconds per call.
+torch.set_num_threads(1)
+
 
 def pytest_generate_tests(metafunc):
     """Parametrise ModelBattery subclasses over their ``configs``."""
