@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train briefly on the bundled AcAc data, evaluate, and run MD with the result")
     p.add_argument("--output", default="demo_out")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--md-steps", type=int, default=400)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--md-steps", type=int, default=1000)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list the pretrained models")

@@ -11,7 +11,7 @@ from molnet.data import bundled_path
 log = logging.getLogger("molnet.demo")
 
 
-def run_demo(output: str | Path = "demo_out", epochs: int = 8, md_steps: int = 400) -> dict:
+def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 1000) -> dict:
     """Train a small MACE on 200 bundled AcAc structures for ``epochs`` epochs, evaluate it on the
     bundled test set (parity plot), then run ``md_steps`` of NVT at 300 K with the ASE calculator.
 
@@ -32,7 +32,7 @@ def run_demo(output: str | Path = "demo_out", epochs: int = 8, md_steps: int = 4
     log.info("step 1/3: training a small MACE on the bundled AcAc set (%d epochs)", epochs)
     train_main([
         "--run_dir", str(run_dir), "--trainer.max_epochs", str(epochs), "--data.train_index", ":200",
-        "--data.batch_size", "5", "--model.lr", "0.01",
+        "--data.batch_size", "5", "--model.lr", "0.01", "--model.stage_two_start", "0.7",
         "--model.model", json.dumps({"name": "mace", "num_channels": 16, "max_L": 1, "correlation": 3, "num_interactions": 2, "max_ell": 2, "radial_MLP": [32, 32]}),
     ])
     model_file = run_dir / "model.safetensors"

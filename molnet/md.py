@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
+from ase.constraints import FixCom
 from ase.io import write
 from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
@@ -61,7 +62,10 @@ def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K
     if ensemble == "nve":
         return VelocityVerlet(atoms, timestep=dt)
     if ensemble == "nvt":
-        return Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=np.random.default_rng(seed))
+        if not atoms.constraints:  # keep the centre of mass fixed, as ASE recommends instead of fixcm
+            atoms.set_constraint(FixCom())
+        return Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs,
+                        fixcm=False, rng=np.random.default_rng(seed))
     if ensemble == "npt":
         if not atoms.pbc.all():
             raise ConfigError("NPT needs a structure periodic in all three directions")
