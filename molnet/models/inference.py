@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
 from ase import Atoms
 from rich.progress import Progress
 from torch_geometric.loader import DataLoader

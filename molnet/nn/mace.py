@@ -19,6 +19,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import build_long_range
 from molnet.nn.radial import RadialEmbedding, radial_mlp
@@ -28,24 +29,20 @@ ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": tor
 
 
 @dataclass
-class MACEConfig:
+class MACEConfig(GraphConfig):
     """Hyperparameters of :class:`MACE`, named and defaulted as in mace-torch (``r_max`` in Å)."""
 
-    r_max: float = 5.0
     num_channels: int = 128
     max_L: int = 1
     max_ell: int = 3
     correlation: int = 3
     num_interactions: int = 2
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
     radial_MLP: list[int] = field(default_factory=lambda: [64, 64, 64])
-    avg_num_neighbors: float = 1.0
     gate: str = "silu"
     readout_hidden: int = 16
-    long_range: dict | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.max_L <= 3:
             raise ValueError(f"max_L must be 0..3, got {self.max_L}")
         if not 1 <= self.correlation <= 4:

@@ -16,23 +16,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import build_long_range
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 
 
 @dataclass
-class MPNNConfig:
+class MPNNConfig(GraphConfig):
     """Hyperparameters of :class:`MPNN` (``r_max`` in Å)."""
 
-    r_max: float = 5.0
     num_channels: int = 64
     num_interactions: int = 3
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
     radial_MLP: list[int] = field(default_factory=lambda: [64, 64])
-    avg_num_neighbors: float = 1.0
-    long_range: dict | None = None
 
 
 class MPNNInteraction(nn.Module):

@@ -46,19 +46,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from molnet.errors import ConfigError
+from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import build_long_range
 from molnet.nn.radial import PolynomialEnvelope, RadialEmbedding
 
 
 @dataclass
-class PONITAConfig:
+class PONITAConfig(GraphConfig):
     """Hyperparameters of :class:`PONITA` (``r_max`` in Å).
 
     ``num_ori`` defaults to 16 rather than the published 20: the cost per call grows about
@@ -74,7 +74,6 @@ class PONITAConfig:
     orientation); evaluation always uses the stored grid.
     """
 
-    r_max: float = 5.0
     num_ori: int = 16
     hidden_dim: int = 128
     num_layers: int = 5
@@ -82,13 +81,10 @@ class PONITAConfig:
     degree: int = 3
     widening_factor: int = 4
     layer_scale: float | None = None
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
-    avg_num_neighbors: float = 1.0
     random_rotate_grid: bool = True
-    long_range: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         positive = {
             "num_ori": self.num_ori, "hidden_dim": self.hidden_dim, "num_layers": self.num_layers,
             "basis_dim": self.basis_dim, "degree": self.degree, "widening_factor": self.widening_factor,
@@ -99,14 +95,8 @@ class PONITAConfig:
                 raise ConfigError(f"PONITA: {name} must be a positive integer, got {value!r}")
         if self.num_ori < 2:
             raise ConfigError(f"PONITA: num_ori must be >= 2 orientations, got {self.num_ori}")
-        if not self.r_max > 0:
-            raise ConfigError(f"PONITA: r_max must be > 0 Å, got {self.r_max}")
-        if not self.avg_num_neighbors > 0:
-            raise ConfigError(f"PONITA: avg_num_neighbors must be > 0, got {self.avg_num_neighbors}")
         if self.layer_scale is not None and not self.layer_scale > 0:
             raise ConfigError(f"PONITA: layer_scale must be None (off) or > 0, got {self.layer_scale}")
-        if self.num_polynomial_cutoff < 2:
-            raise ConfigError(f"PONITA: num_polynomial_cutoff must be >= 2, got {self.num_polynomial_cutoff}")
 
 
 def fibonacci_grid(num_ori: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -16,7 +16,7 @@ import molnet
 from molnet.errors import ConfigError
 from molnet.models import build_model
 from molnet.nn import ponita
-from tests.battery import R_MAX, LongRangeBattery, ModelBattery, acac, evaluate, periodic_cell, random_rotation
+from tests.battery import LongRangeBattery, ModelBattery, acac, evaluate, periodic_cell, random_rotation
 
 SMALL = {"name": "ponita", "hidden_dim": 8, "basis_dim": 8, "num_layers": 2, "widening_factor": 2}
 #: Small Ewald block with k vectors in the 3-4 Å battery cell (as in tests/nn/test_ewald.py).

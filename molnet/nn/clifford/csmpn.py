@@ -43,6 +43,7 @@ from molnet.errors import ConfigError
 from molnet.nn.clifford.algebra import CliffordAlgebra
 from molnet.nn.clifford.layers import CliffordBlock, MVLinear, scalar_multivector
 from molnet.nn.clifford.simplicial import MESSAGE_TYPES, SimplexEmbedding, SimplicialComplex, lift
+from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import build_long_range
 
@@ -53,7 +54,7 @@ DEFAULT_R_TRI = 3.0
 
 
 @dataclass
-class CSMPNConfig:
+class CSMPNConfig(GraphConfig):
     """Hyperparameters of :class:`CSMPN` (lengths in Å).
 
     ``r_tri`` (default min(3 Å, r_max)) is the triangle cutoff: the number of triangles per
@@ -66,21 +67,15 @@ class CSMPNConfig:
     normalises the sums whose number of terms grows with density.
     """
 
-    r_max: float = 5.0
     r_tri: float | None = None
     num_channels: int = 16
     num_layers: int = 3
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
-    avg_num_neighbors: float = 1.0
     max_simplex_dim: int = 2
     message_product: bool = False
     readout_hidden: int = 32
-    long_range: dict | None = None
 
     def __post_init__(self) -> None:
-        if not self.r_max > 0:
-            raise ConfigError(f"r_max must be positive, got {self.r_max}")
+        super().__post_init__()
         if self.r_tri is None:
             self.r_tri = min(DEFAULT_R_TRI, float(self.r_max))
         if not 0 < self.r_tri <= self.r_max:
@@ -90,8 +85,6 @@ class CSMPNConfig:
         for name in ("num_channels", "num_layers", "num_bessel", "readout_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.avg_num_neighbors > 0:
-            raise ConfigError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
 
 
 def invariants(algebra: CliffordAlgebra, x: torch.Tensor) -> torch.Tensor:
