@@ -146,6 +146,10 @@ def plot_scaling(records: list[dict], path: Path) -> bool:
                     label=f"{'mace-torch' if side == 'mace' else side} {dtype} ({threads} thr, {model})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("atoms")
     ax.set_ylabel("energy + forces time per atom (ms)")
     ax.grid(True, which="both", alpha=0.3)
