@@ -29,6 +29,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -312,18 +313,37 @@ def median(xs: list[float]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def paired_workers(dtype: str, args: argparse.Namespace, tmp: Path, hyper: dict | None = None, data: Path | None = None):
+    """Both sides' workers, with the model built and the structures loaded when given; closed after."""
+    workers = {b: Worker(b, dtype, args, tmp) for b in ("molnet", "mace")}
+    try:
+        if hyper is not None:
+            build_both(workers, hyper, args)
+        if data is not None:
+            for w in workers.values():
+                w.call("load", path=str(data))
+        yield workers
+    finally:
+        for w in workers.values():
+            w.close()
+
+
+def build_both(workers: dict[str, "Worker"], hyper: dict, args: argparse.Namespace) -> None:
+    """Build the same model on both sides (mace-torch's spelling of the options on its side)."""
+    for b, w in workers.items():
+        w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args) if b == "mace" else hyper)
+
+
 def cmd_params(args: argparse.Namespace, tmp: Path) -> None:
     """Trainable parameter counts at every (C, L), by module group, both sides (float64)."""
     avg = 10.0  # a divisor only: parameter counts do not depend on it
-    workers = {b: Worker(b, "float64", args, tmp) for b in ("molnet", "mace")}
-    try:
+    with paired_workers("float64", args, tmp) as workers:
         for c in args.channels:
             for max_l in args.max_l:
                 hyper = hyperparameters(c, max_l, avg, args.correlation)
-                counts = {}
-                for b, w in workers.items():
-                    w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args) if b == "mace" else hyper)
-                    counts[b] = w.call("params")
+                build_both(workers, hyper, args)
+                counts = {b: w.call("params") for b, w in workers.items()}
                 groups = sorted(set(counts["molnet"]["groups"]) | set(counts["mace"]["groups"]))
                 emit("params", {
                     "num_channels": c, "max_L": max_l, "hyper": hyper,
@@ -333,9 +353,6 @@ def cmd_params(args: argparse.Namespace, tmp: Path) -> None:
                     "groups": {g: {"molnet": counts["molnet"]["groups"].get(g, 0), "mace": counts["mace"]["groups"].get(g, 0)} for g in groups},
                     "versions": {b: w.info["versions"] for b, w in workers.items()},
                 }, args)
-    finally:
-        for w in workers.values():
-            w.close()
 
 
 def mace_hyper(hyper: dict, args: argparse.Namespace) -> dict:
@@ -351,11 +368,7 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
     structures = build_structures(args.sizes, tmp / "structures.xyz", args.seed)
     hyper = hyperparameters(args.channels[0], args.max_l[0], average_neighbors(5.0), args.correlation)
     for dtype in args.dtypes:
-        workers = {b: Worker(b, dtype, args, tmp) for b in ("molnet", "mace")}
-        try:
-            for b, w in workers.items():
-                w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args) if b == "mace" else hyper)
-                w.call("load", path=str(tmp / "structures.xyz"))
+        with paired_workers(dtype, args, tmp, hyper=hyper, data=tmp / "structures.xyz") as workers:
             for s in structures:
                 checks = {b: w.call("check", index=s.index) for b, w in workers.items()}
                 warm = {b: w.call("time", index=s.index, calls=args.warmup) for b, w in workers.items()}
@@ -388,9 +401,6 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                     "throughput_ratio_rounds": round_ratios,
                     "same_edges": checks["molnet"]["n_edges"] == checks["mace"]["n_edges"],
                 }, args)
-        finally:
-            for w in workers.values():
-                w.close()
 
 
 def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
@@ -432,11 +442,7 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
     ase.io.write(tmp / "train.xyz", frames, format="extxyz")
     hyper = hyperparameters(args.channels[0], args.max_l[0], average_neighbors(5.0), args.correlation)
     for dtype in args.dtypes:
-        workers = {b: Worker(b, dtype, args, tmp) for b in ("molnet", "mace")}
-        try:
-            for b, w in workers.items():
-                w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args) if b == "mace" else hyper)
-                w.call("load", path=str(tmp / "train.xyz"))
+        with paired_workers(dtype, args, tmp, hyper=hyper, data=tmp / "train.xyz") as workers:
             indices = list(range(len(frames)))
             for w in workers.values():
                 w.call("train", indices=indices, steps=args.warmup)
@@ -455,9 +461,6 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
                 "mace": {**_stats(runs["mace"]), "configs_per_s": len(frames) / median(runs["mace"]), "versions": workers["mace"].info["versions"]},
                 "throughput_ratio_molnet_over_mace": median(round_ratios), "throughput_ratio_rounds": round_ratios,
             }, args)
-        finally:
-            for w in workers.values():
-                w.close()
 
 
 def cmd_accuracy(args: argparse.Namespace, tmp: Path) -> None:
