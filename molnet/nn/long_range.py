@@ -30,3 +30,10 @@ def build_long_range(spec: dict[str, Any] | None, channels: int) -> nn.Module | 
         except TypeError as exc:
             raise ConfigError(f"invalid long_range options {spec}: {exc}") from exc
     raise ConfigError(f"unknown long_range block {name!r}; choose from {LONG_RANGE_BLOCKS}")
+
+
+def long_range_layers(spec: dict[str, Any] | None, channels: int, num_layers: int) -> nn.ModuleList | None:
+    """One long-range block per message-passing layer (None when ``spec`` is None)."""
+    if spec is None:
+        return None
+    return nn.ModuleList(build_long_range(spec, channels) for _ in range(num_layers))

@@ -21,7 +21,7 @@ from torch import nn
 
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import build_long_range
+from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import SymmetricContraction
 
@@ -158,11 +158,7 @@ class MACE(nn.Module):
             else:
                 self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
-        self.long_range = (
-            nn.ModuleList(build_long_range(c.long_range, c.num_channels) for _ in range(c.num_interactions))
-            if c.long_range is not None
-            else None
-        )
+        self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""

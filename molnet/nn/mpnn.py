@@ -18,7 +18,7 @@ from torch import nn
 
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import build_long_range
+from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 
 
@@ -70,11 +70,7 @@ class MPNN(nn.Module):
             MPNNInteraction(c.num_channels, c.num_bessel, list(c.radial_MLP), c.avg_num_neighbors)
             for _ in range(c.num_interactions)
         )
-        self.long_range = (
-            nn.ModuleList(build_long_range(c.long_range, c.num_channels) for _ in range(c.num_interactions))
-            if c.long_range is not None
-            else None
-        )
+        self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
         self.readout = nn.Sequential(nn.Linear(c.num_channels, c.num_channels // 2), nn.SiLU(), nn.Linear(c.num_channels // 2, 1))
 
     def forward(self, inputs: GraphInputs) -> torch.Tensor:

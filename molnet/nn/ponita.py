@@ -53,7 +53,7 @@ from torch import nn
 from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import build_long_range
+from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import PolynomialEnvelope, RadialEmbedding
 
 
@@ -265,8 +265,7 @@ class PONITA(nn.Module):
             ConvNeXtBlock(c.hidden_dim, c.basis_dim, c.widening_factor, c.layer_scale, c.avg_num_neighbors)
             for _ in range(c.num_layers)
         )
-        long_range = [build_long_range(c.long_range, c.hidden_dim) for _ in range(c.num_layers)]
-        self.long_range = nn.ModuleList(long_range) if c.long_range is not None else None
+        self.long_range = long_range_layers(c.long_range, c.hidden_dim, c.num_layers)
         self.readouts = nn.ModuleList(nn.Linear(c.hidden_dim, 1) for _ in range(c.num_layers))
 
     def orientations(self) -> torch.Tensor:

@@ -45,7 +45,7 @@ from molnet.nn.clifford.layers import CliffordBlock, MVLinear, scalar_multivecto
 from molnet.nn.clifford.simplicial import MESSAGE_TYPES, SimplexEmbedding, SimplicialComplex, lift
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import build_long_range
+from molnet.nn.long_range import long_range_layers
 
 #: default triangle cutoff (Å) when ``r_tri`` is not given (capped at r_max): bonded neighbours
 #: and their neighbours. Triangles per atom, AcAc molecule / liquid AcAc: 2.7 / 4.2 at 2.5 Å,
@@ -176,10 +176,7 @@ class CSMPN(nn.Module):
         self.layers = nn.ModuleList(
             SimplicialMessagePassing(self.algebra, c.num_channels, c.message_product) for _ in range(c.num_layers)
         )
-        self.long_range = (
-            nn.ModuleList(build_long_range(c.long_range, c.num_channels) for _ in range(c.num_layers))
-            if c.long_range is not None else None
-        )
+        self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_layers)
         density = 1.0 / c.avg_num_neighbors
         # per message type: sums whose size grows with density get 1/avg_num_neighbors; an edge
         # always has 2 boundary vertices, a triangle 3 boundary edges
