@@ -20,7 +20,8 @@ from e3nn import o3
 from torch import nn
 
 from molnet.nn.config import GraphConfig
-from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
+from molnet.nn.inputs import GraphInputs
 from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import SymmetricContraction
@@ -85,7 +86,7 @@ class MACEInteraction(nn.Module):
 
     Shapes:
         - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
-          radial ``[n_edges, num_bessel]``
+          radial ``[n_edges, num_bessel]``; table: the edges grouped by receiver
         - returns A ``[n_nodes, C, D]`` and skip ``[n_nodes, hidden.dim]`` (or None)
     """
 
@@ -94,7 +95,10 @@ class MACEInteraction(nn.Module):
         self.target = target
         self.linear_up = o3.Linear(irreps_in, irreps_in)
         mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
+        # conv_tp defines the convolution (instructions, normalisation, weight layout; its buffers are
+        # part of the saved weights); `convolution` evaluates it fused with the neighbour sum
         self.conv_tp = o3.TensorProduct(irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False)
+        self.convolution = NeighbourConvolution(self.conv_tp)
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
         self.linear = o3.Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
@@ -104,12 +108,11 @@ class MACEInteraction(nn.Module):
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
-    def forward(self, node_feats, node_onehot, edge_sh, radial, inputs: GraphInputs):
+    def forward(self, node_feats, node_onehot, edge_sh, radial, table: NeighbourTable):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         weights = self.conv_weights(radial)  # [n_edges, weight_numel]
-        messages = self.conv_tp(h[inputs.sender], edge_sh, weights)  # [n_edges, mid.dim]
-        summed = scatter_sum(messages, inputs.receiver, len(node_feats))
+        summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
@@ -173,6 +176,7 @@ class MACE(nn.Module):
         radial = self.radial(lengths)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
         groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
+        table = NeighbourTable.build(inputs.sender, inputs.receiver, len(inputs.species))
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         features = []
@@ -181,7 +185,7 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(h, onehot, edge_sh, radial, inputs)  # a: [n_nodes, C, D]
+            a, skip = interaction(h, onehot, edge_sh, radial, table)  # a: [n_nodes, C, D]
             h = linear(product(a, inputs.species, groups))
             if skip is not None:
                 h = h + skip

@@ -1,0 +1,119 @@
+"""Channel-wise ("uvu") tensor-product convolution summed over neighbours, as batched matmuls.
+
+MACE's message A_i = Σ_{j∈N(i)} TP_uvu(h_j, Y(r̂_ij); w_ij) is, path by path,
+
+    A_i[u, p, k] = c_p Σ_{j, a} w_ij[u, p] h_j[u, a] Z_ij[p, a, k],   Z_ij[p, a, k] = Σ_b Y_ij[b] C_p[a, b, k]
+
+with C_p the Wigner-3j symbol of path p = (l1, l2 → l3) and c_p e3nn's path normalisation.
+Evaluating it edge by edge (e3nn's ``TensorProduct`` followed by a scatter sum) writes an
+``[n_edges, C, Σ_p (2 l3 + 1)]`` message tensor and keeps several of that size for backward.
+Here the edges are laid out in a padded neighbour table ``[n_nodes, max_neighbours]`` instead,
+and the sum over neighbours j and input components a becomes one batched matmul per path
+(``[n_nodes, C, n_nb·(2l1+1)] @ [n_nodes, n_nb·(2l1+1), 2l3+1]``): no per-edge message tensor
+exists, and backward and double backward are matmuls too. The operation is defined by an e3nn
+``TensorProduct`` (its instructions, normalisation and weight layout) and equals
+``scatter_sum(tp(h[sender], Y, w), receiver)`` to rounding (tested).
+
+References:
+    e3nn ``o3.TensorProduct`` ("uvu" instructions, path normalisation); Batatia et al.,
+    "MACE" (NeurIPS 2022), eq. 8 (the atomic basis A_i).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NeighbourTable:
+    """Edges grouped by receiver in a padded table, built once per forward and shared by layers.
+
+    Attributes:
+        edge: ``[n_nodes, max_neighbours]`` edge index of each slot; ``n_edges`` marks an empty slot
+        sender: ``[n_nodes, max_neighbours]`` sender atom of each slot (0 for empty slots, whose
+            edge quantities are zero)
+        num_edges: number of real edges
+    """
+
+    edge: torch.Tensor
+    sender: torch.Tensor
+    num_edges: int
+
+    @classmethod
+    def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighbourTable":
+        """Group edges ``(sender [E], receiver [E])`` by receiver; order within a group is edge order."""
+        num_edges = len(receiver)
+        counts = torch.bincount(receiver, minlength=num_nodes)  # [n_nodes]
+        width = int(counts.max()) if num_edges else 0
+        order = torch.argsort(receiver, stable=True)  # [E]
+        start = torch.cumsum(counts, 0) - counts  # [n_nodes] first position of each group
+        sorted_receiver = receiver[order]
+        slot = torch.arange(num_edges, device=receiver.device) - start[sorted_receiver]  # [E]
+        edge = torch.full((num_nodes, width), num_edges, dtype=torch.long, device=receiver.device)
+        edge[sorted_receiver, slot] = order
+        padded_sender = torch.zeros((num_nodes, width), dtype=torch.long, device=receiver.device)
+        padded_sender[sorted_receiver, slot] = sender[order]
+        return cls(edge=edge, sender=padded_sender, num_edges=num_edges)
+
+    def gather_edges(self, values: torch.Tensor) -> torch.Tensor:
+        """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbours, *shape]``, zero in empty slots."""
+        padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
+        return padded[self.edge]
+
+
+class NeighbourConvolution(nn.Module):
+    """Σ_j TP_uvu(h_j, Y_ij; w_ij) for the "uvu" instructions of an e3nn ``TensorProduct``.
+
+    Args:
+        tp: the defining tensor product: ``irreps_in1`` node irreps (all multiplicities equal to C),
+            ``irreps_in2`` spherical harmonics (multiplicity 1), "uvu" instructions with per-edge
+            weights (``internal_weights=False, shared_weights=False``).
+
+    Shapes:
+        - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_edges, irreps_in2.dim]``;
+          weights ``[n_edges, tp.weight_numel]`` (e3nn's layout: instruction-major, then channel)
+        - returns ``[n_nodes, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbours
+    """
+
+    def __init__(self, tp: o3.TensorProduct) -> None:
+        super().__init__()
+        self.irreps_in = tp.irreps_in1
+        self.irreps_sh = tp.irreps_in2
+        self.irreps_out = tp.irreps_out
+        muls = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
+        if len(muls) != 1 or any(mul != 1 for mul, _ in self.irreps_sh):
+            raise ValueError(f"needs equal node multiplicities and multiplicity-1 harmonics, got {tp}")
+        self.channels = muls.pop()
+        self.paths: list[tuple[int, int, int, int, int]] = []  # (i_in, i_sh, i_out, weight index, d_in)
+        for p, ins in enumerate(tp.instructions):
+            if ins.connection_mode != "uvu" or not ins.has_weight:
+                raise ValueError(f"only weighted 'uvu' instructions are supported, got {ins}")
+            l1, l2, l3 = self.irreps_in[ins.i_in1].ir.l, self.irreps_sh[ins.i_in2].ir.l, self.irreps_out[ins.i_out].ir.l
+            # path normalisation folded into the coupling: Z[e, a, k] = Σ_b Y[e, b] C[b, a, k]
+            coupling = ins.path_weight * o3.wigner_3j(l1, l2, l3).transpose(0, 1)  # [2l2+1, 2l1+1, 2l3+1]
+            self.register_buffer(f"coupling_{p}", coupling.reshape(2 * l2 + 1, -1).contiguous(), persistent=False)
+            self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
+
+    def forward(self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighbourTable) -> torch.Tensor:
+        n, c = node_feats.shape[0], self.channels
+        width = table.edge.shape[1]
+        # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
+        inputs = [
+            node_feats[:, s].reshape(n, c, ir.dim).transpose(1, 2)[table.sender]
+            for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)
+        ]
+        sh = [edge_sh[:, s] for s in self.irreps_sh.slices()]  # per degree [E, 2l+1]
+        # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
+        w = table.gather_edges(weights.reshape(len(weights), len(self.paths), c)).split(1, dim=2)
+        out: list[torch.Tensor | None] = [None] * len(self.irreps_out)
+        for i_in, i_sh, i_out, p, d_in in self.paths:
+            d_out = self.irreps_out[i_out].ir.dim
+            z = sh[i_sh] @ getattr(self, f"coupling_{p}")  # [E, d_in * d_out]
+            z = table.gather_edges(z).reshape(n, width * d_in, d_out)  # [n, nb·d_in, d_out]
+            v = (inputs[i_in] * w[p]).reshape(n, width * d_in, c)  # [n, nb·d_in, C]
+            out[i_out] = torch.bmm(v.transpose(1, 2), z).reshape(n, c * d_out)  # [n, C·d_out]
+        return torch.cat(out, dim=1)
