@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Train mace-torch 0.3.16 with molnet's `mace-acac` recipe (configs/mace_acac.yaml) on the bundled
-# AcAc training set, evaluate it on shared/data/acac/test_MD_300K.xyz with molnet's metrics, and
-# append one JSON line to benchmarks/results/accuracy.jsonl.
+# Train mace-torch 0.3.16 with molnet's `mace-acac` recipe (configs/mace_acac.yaml), evaluate it on
+# a test file with molnet's metric definitions, and print one JSON line (the accuracy record).
+# `benchmarks/run.py accuracy` drives it (and appends the record to results/accuracy.jsonl).
 #
 # Usage (from the repository root):
 #   bash benchmarks/mace_torch_accuracy.sh [EPOCHS] [WORK_DIR]      # defaults: 25, /tmp/mace_torch_acac
+# Environment (defaults: the AcAc set): TRAIN_FILE, TEST_FILE, ISOLATED_FILE, DATASET, SEED.
 #
 # The recipe mirrors molnet's trainer: 10% of train.xyz held out for validation (seed 0), E0s from
 # isolated_atoms.xyz, hidden irreps 32x0e+32x1o, max_ell 2, correlation 3, 2 interactions,
@@ -18,18 +19,20 @@ WORK=${2:-/tmp/mace_torch_acac}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 MACE_VENV="$HERE/.venv-mace"
-DATA="$ROOT/molnet/data/bundled/acac"
+TRAIN="${TRAIN_FILE:-$ROOT/molnet/data/bundled/acac/train.xyz}"
 TEST="${TEST_FILE:-$ROOT/../shared/data/acac/test_MD_300K.xyz}"
-SEED=0
+ISOLATED="${ISOLATED_FILE:-$ROOT/molnet/data/bundled/acac/isolated_atoms.xyz}"
+DATASET="${DATASET:-acac}"
+SEED="${SEED:-0}"
 START_SWA=$(python3 -c "print(int(0.72 * $EPOCHS))")
-NAME="acac_e${EPOCHS}"
+NAME="${DATASET}_e${EPOCHS}_s${SEED}"
 
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1   # e3nn 0.4.4 loads its constants with the pre-2.6 default
 
 mkdir -p "$WORK"
 # E0s as mace-torch's dict string {Z: E}, read from the isolated-atom file.
-E0S=$("$MACE_VENV/bin/python" - "$DATA/isolated_atoms.xyz" <<'EOF'
+E0S=$("$MACE_VENV/bin/python" - "$ISOLATED" <<'EOF'
 import sys
 from ase.io import read
 print({int(a.numbers[0]): float(a.get_potential_energy()) for a in read(sys.argv[1], ":")})
@@ -38,7 +41,7 @@ EOF
 
 ARGS=(
   --name "$NAME" --work_dir "$WORK" --seed "$SEED" --device cpu --default_dtype float32
-  --train_file "$DATA/train.xyz" --valid_fraction 0.1 --E0s "$E0S"
+  --train_file "$TRAIN" --valid_fraction 0.1 --E0s "$E0S"
   --energy_key energy --forces_key forces
   --model ScaleShiftMACE --hidden_irreps "32x0e+32x1o" --max_ell 2 --correlation 3
   --num_interactions 2 --r_max 5.0 --num_radial_basis 8 --num_cutoff_basis 5
@@ -63,13 +66,13 @@ MODEL="$WORK/${NAME}_stagetwo.model"
 
 # Evaluate with mace-torch's ASE calculator (float64 inference of the float32-trained weights,
 # as molnet evaluates its checkpoints in float64) and molnet's metric definitions.
-"$MACE_VENV/bin/python" - "$MODEL" "$TEST" "$WALL" "$EPOCHS" "$START_SWA" "$SEED" "$ROOT" "$WORK/$NAME.cmd" <<'EOF'
+"$MACE_VENV/bin/python" - "$MODEL" "$TEST" "$WALL" "$EPOCHS" "$START_SWA" "$SEED" "$ROOT" "$WORK/$NAME.cmd" "$TRAIN" "$DATASET" <<'EOF'
 import json, os, sys, time, platform
 import numpy as np
 from ase.io import read
 from mace.calculators import MACECalculator
 
-model, test, wall, epochs, start_swa, seed, root, cmdfile = sys.argv[1:]
+model, test, wall, epochs, start_swa, seed, root, cmdfile, train, dataset = sys.argv[1:]
 import importlib.util
 spec = importlib.util.spec_from_file_location("metrics", os.path.join(root, "molnet", "metrics.py"))
 metrics = importlib.util.module_from_spec(spec); spec.loader.exec_module(metrics)
@@ -88,7 +91,7 @@ import torch, e3nn
 from importlib.metadata import version
 rec = {
     "kind": "accuracy", "package": "mace-torch", "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    "dataset": "acac", "train_file": "molnet/data/bundled/acac/train.xyz", "valid_fraction": 0.1,
+    "dataset": dataset, "train_file": os.path.relpath(train, os.path.dirname(root)), "valid_fraction": 0.1,
     "test_file": os.path.relpath(test, os.path.dirname(root)), "model_file": model,
     "epochs": int(epochs), "seed": int(seed), "threads": 1, "load_avg": list(os.getloadavg()),
     "train_wall_s": float(wall), "eval_wall_s": round(t_eval, 2), "eval_dtype": "float64",
@@ -104,8 +107,5 @@ rec = {
     "machine": {"cores": os.cpu_count(), "system": platform.platform()},
     "test": m,
 }
-line = json.dumps(rec)
-print(line)
-with open(os.path.join(root, "benchmarks", "results", "accuracy.jsonl"), "a") as fh:
-    fh.write(line + "\n")
+print(json.dumps(rec))
 EOF

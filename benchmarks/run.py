@@ -6,6 +6,8 @@ Run with molnet's interpreter from the repository root::
     .venv/bin/python benchmarks/run.py speed [--quick] [--sizes 15,150,600,2400] [--max-atoms 10000]
     .venv/bin/python benchmarks/run.py memory [--quick]
     .venv/bin/python benchmarks/run.py training [--quick]
+    .venv/bin/python benchmarks/run.py accuracy [--datasets acac,acac600,ethanol]
+        [--families mace,mpnn,ponita,csmpn,mace-torch] [--seeds 0,1] [--epochs 25] [--quick]
     .venv/bin/python benchmarks/run.py all --quick
 
 The mace-torch side runs in ``benchmarks/.venv-mace`` (created by ``benchmarks/mace_env.sh``,
@@ -463,12 +465,110 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
             }, args)
 
 
+SHARED = ROOT.parent / "shared" / "data"
+BUNDLED = ROOT / "molnet" / "data" / "bundled"
+
+#: name → (train, test, isolated atoms): the issue's splits, read from ../shared/data.
+ACCURACY_SETS = {
+    "acac": (SHARED / "acac" / "train_300K.xyz", SHARED / "acac" / "test_MD_300K.xyz", SHARED / "acac" / "isolated_atoms.xyz"),
+    "acac600": (SHARED / "acac" / "train_600K.xyz", SHARED / "acac" / "test_MD_300K.xyz", SHARED / "acac" / "isolated_atoms.xyz"),
+    "ethanol": (SHARED / "ethanol" / "train.xyz", SHARED / "ethanol" / "test_MD.xyz", SHARED / "ethanol" / "isolated_atoms.xyz"),
+}
+#: Without ../shared (a bare clone), the bundled slices stand in (marked in the record).
+BUNDLED_SETS = {
+    "acac": (BUNDLED / "acac" / "train.xyz", BUNDLED / "acac" / "test.xyz", BUNDLED / "acac" / "isolated_atoms.xyz"),
+    "ethanol": (BUNDLED / "ethanol" / "train.xyz", BUNDLED / "ethanol" / "test.xyz", BUNDLED / "ethanol" / "isolated_atoms.xyz"),
+}
+#: molnet families and the config that fixes each one's size (the data files are overridden).
+FAMILY_CONFIGS = {f: ROOT / "configs" / f"{f}_acac.yaml" for f in ("mace", "mpnn", "ponita", "csmpn")}
+
+
+def accuracy_files(name: str, tmp: Path, quick: bool) -> tuple[Path, Path, Path, bool]:
+    """Train/test/isolated files of a data set; ``--quick`` cuts them to 100 and 50 configurations."""
+    import ase.io
+
+    files, bundled = ACCURACY_SETS[name], False
+    if not files[0].exists():
+        if name not in BUNDLED_SETS:
+            raise SystemExit(f"accuracy: {files[0]} is missing and {name!r} has no bundled stand-in")
+        log.warning("accuracy: %s is missing; using the bundled slice of %s", files[0], name)
+        files, bundled = BUNDLED_SETS[name], True
+    if not quick:
+        return (*files, bundled)
+    cut = []
+    for path, n in zip(files[:2], (100, 50)):
+        frames = ase.io.read(path, index=f":{n}")
+        out = tmp / f"{name}_{path.stem}_{n}.xyz"
+        ase.io.write(out, frames, format="extxyz")
+        cut.append(out)
+    return (*cut, files[2], bundled)
+
+
+def run_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
+    """Run ``cmd`` with its output in ``log_path``; return the wall time (s) or fail with the log's tail."""
+    start = datetime.datetime.now()
+    with open(log_path, "w") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} … failed; last lines of {log_path}:\n{log_path.read_text()[-3000:]}")
+    return (datetime.datetime.now() - start).total_seconds()
+
+
+def train_molnet(family: str, files: tuple[Path, Path, Path], seed: int, epochs: int, workdir: Path, args) -> dict:
+    """Train one molnet family with ``molnet train`` and return its test metrics and settings."""
+    import yaml
+
+    run_dir = workdir / f"{family}_s{seed}"
+    cmd = [
+        python_of("molnet", args), "-m", "molnet.cli", "train", "--config", str(FAMILY_CONFIGS[family]),
+        "--run_dir", str(run_dir), "--seed_everything", str(seed), "--data.seed", str(seed),
+        "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
+        "--data.train_file", str(files[0]), "--data.test_file", str(files[1]), "--data.isolated_atoms_file", str(files[2]),
+    ]
+    wall = run_logged(cmd, worker_env(args.threads), workdir / f"{family}_s{seed}.log")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {
+        "package": "molnet", "family": family, "train_wall_s": round(wall, 1),
+        "hyper": config["model"]["model"], "train_dtype": config["model"].get("dtype"),
+        "batch_size": config["data"]["batch_size"], "config": str(FAMILY_CONFIGS[family].relative_to(ROOT)),
+        "command": " ".join(cmd[1:]), "test": json.loads((run_dir / "metrics.json").read_text()),
+    }
+
+
+def train_mace_torch(files: tuple[Path, Path, Path], dataset: str, seed: int, epochs: int, workdir: Path, args) -> dict:
+    """Train mace-torch with molnet's mace recipe (``mace_torch_accuracy.sh``) and return its record."""
+    python_of("mace", args)  # creates benchmarks/.venv-mace when missing
+    env = {**worker_env(args.threads), "TRAIN_FILE": str(files[0]), "TEST_FILE": str(files[1]),
+           "ISOLATED_FILE": str(files[2]), "DATASET": dataset, "SEED": str(seed)}
+    log_path = workdir / f"mace-torch_s{seed}.log"
+    run_logged(["bash", str(HERE / "mace_torch_accuracy.sh"), str(epochs), str(workdir / "mace-torch")], env, log_path)
+    record = json.loads(log_path.read_text().strip().splitlines()[-1])
+    for key in ("kind", "date", "threads", "load_avg", "machine", "dataset", "seed", "epochs", "train_file", "test_file"):
+        record.pop(key, None)
+    return {**record, "family": "mace"}
+
+
 def cmd_accuracy(args: argparse.Namespace, tmp: Path) -> None:
-    raise SystemExit(
-        "accuracy: not built yet. It needs molnet's trainer (molnet/train) and mace-torch's "
-        "mace_run_train driven on ../shared/data/acac and ../shared/data/ethanol with matching "
-        "hyperparameters and epochs (issue 9)."
-    )
+    """Train every requested family (and mace-torch) per data set and seed; test errors side by side."""
+    for dataset in args.datasets:
+        files = accuracy_files(dataset, tmp, args.quick)
+        for seed in args.seeds:
+            for family in args.families:
+                workdir = tmp / f"accuracy_{dataset}_{family}_s{seed}"
+                workdir.mkdir(parents=True)
+                log.info("accuracy: %s on %s, seed %d, %d epochs", family, dataset, seed, args.epochs)
+                if family == "mace-torch":
+                    result = train_mace_torch(files[:3], dataset, seed, args.epochs, workdir, args)
+                else:
+                    result = train_molnet(family, files[:3], seed, args.epochs, workdir, args)
+                emit("accuracy", {
+                    "dataset": dataset, "bundled_stand_in": files[3], "seed": seed, "epochs": args.epochs,
+                    "train_file": _shown(files[0]), "test_file": _shown(files[1]), **result,
+                }, args)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT.parent)) if path.is_relative_to(ROOT.parent) else path.name
 
 
 COMMANDS = {"params": cmd_params, "speed": cmd_speed, "memory": cmd_memory, "training": cmd_training, "accuracy": cmd_accuracy}
@@ -480,8 +580,8 @@ def int_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="molnet vs mace-torch benchmarks", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=[*COMMANDS, "all"], help="'all' runs params, speed, memory and training")
-    parser.add_argument("--quick", action="store_true", help="AcAc + 150 atoms, float64 and float32, few repeats (a few minutes)")
+    parser.add_argument("command", choices=[*COMMANDS, "all"], help="'all' runs params, speed, memory, training and accuracy")
+    parser.add_argument("--quick", action="store_true", help="AcAc + 150 atoms, few repeats; accuracy: 2 epochs on 100 configurations, first seed (minutes)")
     parser.add_argument("--sizes", type=int_list, default=[15, 150, 600, 2400, 10000], help="target atom counts; 15 = one AcAc molecule")
     parser.add_argument("--max-atoms", type=int, default=2400, help="drop sizes above this (10000 needs --max-atoms 10000)")
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32", "float64"])
@@ -500,6 +600,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", type=lambda t: t.split(","), default=["acac"], help=f"accuracy: of {sorted(ACCURACY_SETS)}")
+    parser.add_argument("--families", type=lambda t: t.split(","), default=["mace", "mace-torch"],
+                        help=f"accuracy: of {sorted(FAMILY_CONFIGS)} and mace-torch")
+    parser.add_argument("--seeds", type=int_list, default=[0, 1], help="accuracy: training seeds (model, split, data order)")
+    parser.add_argument("--epochs", type=int, default=25, help="accuracy: training epochs")
     parser.add_argument("--mace-python", help="interpreter of the mace-torch venv (default benchmarks/.venv-mace)")
     parser.add_argument("--molnet-python", help="interpreter of molnet's venv (default: this one)")
     parser.add_argument("--no-save", action="store_true", help="print only; do not append to benchmarks/results")
@@ -512,14 +617,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup = min(args.warmup, 2)
         args.train_steps = min(args.train_steps, 3)
         args.batch_size = min(args.batch_size, 5)
+        args.seeds = args.seeds[:1]
+        args.epochs = min(args.epochs, 2)
     args.sizes = [n for n in args.sizes if n <= args.max_atoms]
+    unknown = [f for f in args.families if f not in FAMILY_CONFIGS and f != "mace-torch"]
+    unknown += [d for d in args.datasets if d not in ACCURACY_SETS]
+    if unknown:
+        parser.error(f"unknown families/datasets {unknown}; families: {sorted(FAMILY_CONFIGS)} + mace-torch, datasets: {sorted(ACCURACY_SETS)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
-    commands = ["params", "speed", "memory", "training"] if args.command == "all" else [args.command]
+    commands = ["params", "speed", "memory", "training", "accuracy"] if args.command == "all" else [args.command]
     tmp = Path(tempfile.mkdtemp(prefix="molnet-bench-"))
     try:
         for name in commands:
