@@ -34,6 +34,10 @@ class MolNetCalculator(Calculator):
         ``r_max`` are dropped before the model runs (a cheap distance mask over the stored
         pairs), so the model sees exactly the edges of a fresh list and results are identical to
         rebuilding at every step. ``skin=0`` rebuilds every call.
+    compile
+        Evaluate the model through ``torch.compile`` (:meth:`Potential.compile_inference`):
+        same numbers, faster per step for systems of a few hundred atoms and more, after a
+        one-off compilation of tens of seconds. Off by default.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions.
@@ -41,7 +45,7 @@ class MolNetCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, **kwargs) -> None:
+    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, compile: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -54,6 +58,8 @@ class MolNetCalculator(Calculator):
             from molnet.pretrained import load
 
             self.model = load(model, dtype=self.torch_dtype, device=device)
+        if compile:
+            self.model.compile_inference()
         self.device = torch.device(device)
         self.skin = float(skin)
         self._graph: Batch | None = None

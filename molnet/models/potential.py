@@ -57,6 +57,18 @@ class Potential(nn.Module):
         for k, s in enumerate(self.elements):
             table[SYMBOL_TO_Z[s]] = k
         self.register_buffer("z_to_species", table, persistent=False)
+        self._inference_body = None  # set by compile_inference(); a function, so not a submodule
+
+    def compile_inference(self) -> "Potential":
+        """Evaluate the body through ``torch.compile`` (TorchInductor, dynamic shapes) outside training.
+
+        Energies, forces and stress equal the eager path's to rounding (tested); training
+        (``training=True``, which needs double backward) always runs eagerly. The first call per
+        new kind of input compiles (tens of seconds on a CPU), so this pays off for long MD runs of
+        one system, not for a few evaluations. Returns ``self``.
+        """
+        self._inference_body = torch.compile(self.body.forward, dynamic=True)
+        return self
 
     def __deepcopy__(self, memo) -> "Potential":
         """Rebuild from the configuration and copy the state.
@@ -121,7 +133,8 @@ class Potential(nn.Module):
                 edge_cell = cell[inputs.batch[inputs.receiver]]  # [n_edges, 3, 3]
                 shifts = torch.einsum("ei,eij->ej", inputs.unit_shifts, edge_cell)
             inputs = dataclasses.replace(inputs, positions=positions, cell=cell, shifts=shifts)
-            node_energy = self.scale * self.body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
+            body = self._inference_body if self._inference_body is not None and not training else self.body
+            node_energy = self.scale * body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
             energy = scatter_sum(node_energy, inputs.batch, inputs.num_graphs)  # [n_graphs]
             out = {keys.ENERGY: energy, keys.NODE_ENERGY: node_energy}
             if needs_grad:

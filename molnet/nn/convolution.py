@@ -88,6 +88,10 @@ class NeighbourConvolution(nn.Module):
         if len(muls) != 1 or any(mul != 1 for mul, _ in self.irreps_sh):
             raise ValueError(f"needs equal node multiplicities and multiplicity-1 harmonics, got {tp}")
         self.channels = muls.pop()
+        # layouts as plain ints, so that forward never touches Irreps (torch.compile traces it)
+        self._in_blocks = [(s.start, s.stop, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
+        self._sh_blocks = [(s.start, s.stop) for s in self.irreps_sh.slices()]
+        self._out_dims = [ir.dim for _, ir in self.irreps_out]
         self.paths: list[tuple[int, int, int, int, int]] = []  # (i_in, i_sh, i_out, weight index, d_in)
         for p, ins in enumerate(tp.instructions):
             if ins.connection_mode != "uvu" or not ins.has_weight:
@@ -102,16 +106,13 @@ class NeighbourConvolution(nn.Module):
         n, c = node_feats.shape[0], self.channels
         width = table.edge.shape[1]
         # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
-        inputs = [
-            node_feats[:, s].reshape(n, c, ir.dim).transpose(1, 2)[table.sender]
-            for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)
-        ]
-        sh = [edge_sh[:, s] for s in self.irreps_sh.slices()]  # per degree [E, 2l+1]
+        inputs = [node_feats[:, start:stop].reshape(n, c, dim).transpose(1, 2)[table.sender] for start, stop, dim in self._in_blocks]
+        sh = [edge_sh[:, start:stop] for start, stop in self._sh_blocks]  # per degree [E, 2l+1]
         # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
         w = table.gather_edges(weights.reshape(len(weights), len(self.paths), c)).split(1, dim=2)
-        out: list[torch.Tensor | None] = [None] * len(self.irreps_out)
+        out: list[torch.Tensor | None] = [None] * len(self._out_dims)
         for i_in, i_sh, i_out, p, d_in in self.paths:
-            d_out = self.irreps_out[i_out].ir.dim
+            d_out = self._out_dims[i_out]
             z = sh[i_sh] @ getattr(self, f"coupling_{p}")  # [E, d_in * d_out]
             z = table.gather_edges(z).reshape(n, width * d_in, d_out)  # [n, nb·d_in, d_out]
             v = (inputs[i_in] * w[p]).reshape(n, width * d_in, c)  # [n, nb·d_in, C]

@@ -60,10 +60,15 @@ class MACEConfig(GraphConfig):
         return o3.Irreps([(self.num_channels, (l, (-1) ** l)) for l in range(self.max_L + 1)])
 
 
-def to_channels(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+def channel_blocks(irreps: o3.Irreps) -> list[tuple[int, int, int, int]]:
+    """``(start, stop, mul, 2l+1)`` of every irrep, plain ints for :func:`to_channels`."""
+    return [(s.start, s.stop, mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)]
+
+
+def to_channels(x: torch.Tensor, blocks: list[tuple[int, int, int, int]]) -> torch.Tensor:
     """e3nn layout ``[n, Σ mul·(2l+1)]`` with equal multiplicities → ``[n, mul, Σ (2l+1)]``."""
     n = x.shape[0]
-    return torch.cat([x[:, s].reshape(n, mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)], dim=-1)
+    return torch.cat([x[:, start:stop].reshape(n, mul, dim) for start, stop, mul, dim in blocks], dim=-1)
 
 
 def _conv_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps):
@@ -93,6 +98,7 @@ class MACEInteraction(nn.Module):
     def __init__(self, irreps_in, irreps_sh, target, hidden, num_elements, num_bessel, radial_hidden, avg_num_neighbors, residual):
         super().__init__()
         self.target = target
+        self._target_blocks = channel_blocks(target)
         self.linear_up = o3.Linear(irreps_in, irreps_in)
         mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
         # conv_tp defines the convolution (instructions, normalisation, weight layout; its buffers are
@@ -116,7 +122,7 @@ class MACEInteraction(nn.Module):
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
-        return to_channels(a, self.target), skip
+        return to_channels(a, self._target_blocks), skip
 
 
 class MACE(nn.Module):

@@ -74,6 +74,7 @@ class SymmetricContraction(nn.Module):
         self.irreps_out = o3.Irreps(irreps_out)
         self.correlation = correlation
         self.num_channels = self.irreps_out[0].mul
+        self._out_dims = [ir.dim for _, ir in self.irreps_out]  # plain ints: forward never touches Irreps (torch.compile)
         self.num_elements = num_elements
         if any(mul != self.num_channels for mul, _ in self.irreps_out):
             raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
@@ -113,13 +114,13 @@ class SymmetricContraction(nn.Module):
         if groups is None:
             groups = [torch.nonzero(species == e).flatten() for e in range(self.num_elements)]
         outputs = []
-        for k, (_, ir) in enumerate(self.irreps_out):
-            out = a.new_zeros(n, c, ir.dim)
+        for k, dim in enumerate(self._out_dims):
+            out = a.new_zeros(n, c, dim)
             for element, idx in enumerate(groups):
                 if len(idx) == 0:
                     continue
                 out = out.index_copy(0, idx, self._contract(k, a[idx], element))
-            outputs.append(out.reshape(n, c * ir.dim))
+            outputs.append(out.reshape(n, c * dim))
         return torch.cat(outputs, dim=-1)
 
     def _contract(self, k: int, a: torch.Tensor, element: int) -> torch.Tensor:
@@ -138,7 +139,7 @@ class SymmetricContraction(nn.Module):
                 else:
                     t = torch.einsum("ncyi,nci->ncy", t, a)
         if t is None:
-            return a.new_zeros(n, c, self.irreps_out[k].ir.dim)
+            return a.new_zeros(n, c, self._out_dims[k])
         return t.reshape(n, c, -1)
 
     def __repr__(self) -> str:
