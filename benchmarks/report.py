@@ -47,6 +47,11 @@ def size_of(r: dict) -> str:
     return f"C={h['num_channels']} L={h['max_L']}"
 
 
+def path_of(r: dict) -> str:
+    """molnet's inference path in a speed record."""
+    return "torch.compile" if r.get("molnet_compiled") else "eager"
+
+
 def threads_of(r: dict) -> str:
     policy = r.get("omp_wait_policy")
     return f"{r['threads']} ({policy.lower()})" if policy else str(r["threads"])
@@ -70,11 +75,11 @@ def params_section(records: list[dict]) -> str:
 
 def speed_section(records: list[dict]) -> str:
     rows = []
-    key = lambda r: (threads_of(r), size_of(r), r["dtype"], r["n_atoms"])  # noqa: E731
+    key = lambda r: (path_of(r), threads_of(r), size_of(r), r["dtype"], r["n_atoms"])  # noqa: E731
     for r in newest(records, key):
         m, a = r["molnet"], r["mace"]
         rows.append([
-            r["n_atoms"], r["dtype"], threads_of(r), size_of(r),
+            r["n_atoms"], r["dtype"], threads_of(r), size_of(r), path_of(r),
             f"{m['median_s'] * 1e3:.1f}", f"{a['median_s'] * 1e3:.1f}",
             f"{m['atoms_per_s']:.0f}", f"{a['atoms_per_s']:.0f}",
             f"**{r['throughput_ratio_molnet_over_mace']:.2f}**", r["date"][:10] + (" (quick)" if r.get("quick") else ""),
@@ -82,7 +87,7 @@ def speed_section(records: list[dict]) -> str:
     if not rows:
         return ""
     return "### Energy + forces per call (calculator path)\n\n" + table(
-        ["atoms", "dtype", "threads", "model", "molnet ms", "mace-torch ms", "molnet atoms/s", "mace-torch atoms/s",
+        ["atoms", "dtype", "threads", "model", "molnet path", "molnet ms", "mace-torch ms", "molnet atoms/s", "mace-torch atoms/s",
          "throughput ratio molnet/mace", "date"], rows)
 
 
@@ -134,16 +139,20 @@ def plot_scaling(records: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = newest(records, lambda r: (threads_of(r), size_of(r), r["dtype"], r["n_atoms"]))
+    rows = newest(records, lambda r: (path_of(r), threads_of(r), size_of(r), r["dtype"], r["n_atoms"]))
     if not rows:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.2))
     styles = {"molnet": "-o", "mace": "--s"}
-    for threads, model, dtype in sorted({(threads_of(r), size_of(r), r["dtype"]) for r in rows}):
-        sel = sorted((r for r in rows if (threads_of(r), size_of(r), r["dtype"]) == (threads, model, dtype)), key=lambda r: r["n_atoms"])
+    for path, threads, model, dtype in sorted({(path_of(r), threads_of(r), size_of(r), r["dtype"]) for r in rows}):
+        sel = sorted((r for r in rows if (path_of(r), threads_of(r), size_of(r), r["dtype"]) == (path, threads, model, dtype)),
+                     key=lambda r: r["n_atoms"])
         for side in ("molnet", "mace"):
+            if side == "mace" and path != "eager":
+                continue  # mace-torch's eager line is drawn once, with molnet's eager run
+            name = f"molnet ({path})" if side == "molnet" else "mace-torch"
             ax.plot([r["n_atoms"] for r in sel], [r[side]["median_s"] / r["n_atoms"] * 1e3 for r in sel], styles[side],
-                    label=f"{'mace-torch' if side == 'mace' else side} {dtype} ({threads} thr, {model})")
+                    label=f"{name} {dtype} ({threads} thr, {model})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     from matplotlib.ticker import NullFormatter

@@ -65,11 +65,13 @@ class MolnetBackend:
 
         return {"torch": torch.__version__, "e3nn": e3nn.__version__, "molnet": getattr(molnet, "__version__", "?")}
 
-    def build(self, elements: list[str], hyper: dict[str, Any]) -> None:
+    def build(self, elements: list[str], hyper: dict[str, Any], compile: bool = False) -> None:
         from molnet.models.registry import build_model
 
         config = {"name": "mace", "elements": list(elements), **hyper}
         self.model = build_model(config, dtype=self.dtype).eval()
+        if compile:
+            self.model.compile_inference()
         self.r_max = float(hyper["r_max"])
 
     def graph(self, atoms):
@@ -226,9 +228,12 @@ class Server:
     def cmd_hello(self) -> dict:
         return {"backend": self.backend.name, "versions": self.backend.versions(), "threads": torch.get_num_threads()}
 
-    def cmd_build(self, elements: list[str], hyper: dict) -> dict:
+    def cmd_build(self, elements: list[str], hyper: dict, compile: bool = False) -> dict:
         t0 = time.perf_counter()
-        self.backend.build(elements, hyper)
+        if compile:
+            self.backend.build(elements, hyper, compile=True)  # molnet only: mace-torch runs eagerly
+        else:
+            self.backend.build(elements, hyper)
         return {"build_s": time.perf_counter() - t0}
 
     def cmd_params(self) -> dict:

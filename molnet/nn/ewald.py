@@ -41,9 +41,26 @@ radial transform of every cosine mode (s = rL)::
 
 Mode m is a smeared spherical shell of radius ≈ mπ/L, so the kernel reaches about
 (num_k_basis + 2)·π/L and then decays as r⁻⁶ (w vanishes to fourth order at L). It depends only
-on distances: exactly E(3) invariant, smooth and differentiable. The paper's alternative for
-molecules, a fixed k grid in each molecule's SVD frame, is not built (that frame is neither
-smooth nor sign-stable).
+on distances: exactly E(3) invariant, smooth and differentiable.
+
+*Aperiodic, grid option* (``aperiodic="grid"``, the paper's form for molecules): each molecule is
+centred and rotated into its principal-axes frame (eigenvectors of Σ_j (r_j − r̄)(r_j − r̄)ᵀ)
+and evaluated with the periodic formula in a virtual cubic cell of side ``grid_box``, i.e. on
+the fixed k grid 2π·n/grid_box, 0 < |k| < L. The cubic grid is symmetric under every signed
+permutation of the axes, so the frame's sign and ordering ambiguities do not matter and
+rotations, translations and permutations leave the energy unchanged to rounding (tested); but
+near a crossing of two principal moments the frame turns by up to 45° within a small
+deformation, so energy and forces change steeply there, and at an exact degeneracy (linear,
+symmetric-top or spherical-top molecules) the frame and its derivative are undefined: such
+molecules raise InputError (single atoms need no frame). The
+result also contains the molecule's periodic images (at distance ``grid_box``) and lacks the
+k = 0 term, so it approaches the real-space sum only as ``grid_box`` exceeds the molecule plus
+the kernel's range (measured on AcAc with a 19 Å kernel: 4e-3, 5e-4, 6e-5 relative deviation
+at grid_box = 30, 60, 120 Å). Cost O(N·K) with K ≈ L³·grid_box³/(12π²) grid points (grid_box = 30 Å,
+L = 1 Å⁻¹: K ≈ 230), but grid_box has to grow with the molecule: with grid_box = extent + 40 Å
+the grid was 3.7×, 5.8× and 3.3× slower than the real-space sum for 15, 150 and 600 atoms
+(``benchmarks/ewald_aperiodic_cost.py``, 64-channel MPNN, 1 thread), so it is an option for
+comparison with the paper, not for speed.
 
 *Mixed* pbc (slabs, wires) raise :class:`~molnet.errors.InputError`: neither evaluation is
 correct there (the real-space sum would change when an atom is wrapped across the periodic
@@ -53,7 +70,7 @@ Cost per layer, D = projection_dim, M = num_k_basis + 3 modes:
     periodic: O(N·K·D) time and memory, K ≈ L³·V/(12π²) k vectors per cell (64 waters,
     V ≈ 1.9 nm³, L = 1 Å⁻¹: K ≈ 16);
     aperiodic: O(N²·(M + D)) time and memory per molecule (N(N−1)/2 pairs), fine up to a few
-    thousand atoms per molecule.
+    thousand atoms per molecule; grid option O(N·K·D).
 Measured with the defaults (1 CPU thread, float64, forces and stress, 64-channel MPNN with 3
 layers): +10 ms per call (+15 %) for 64 periodic waters, +26 ms (+14 %) for 200, +2.4 ms for
 acetylacetone (15 atoms); a 600-atom molecule costs about 0.2 s per layer (180k pairs).
@@ -61,15 +78,16 @@ acetylacetone (15 atoms); a 600-atom molecule costs about 0.2 s per layer (180k 
 References:
     Kosmala, Gasteiger, Gao, Günnemann, "Ewald-based Long-Range Message Passing for Molecular
     Graphs" (ICML 2023), code arthurkosmala/EwaldMP (ewald_block.py): the block structure
-    (residual MLPs, down-projected structure factors, low-rank learned filters). Unlike the
-    paper, the periodic filter is a function of |k| with a cutoff (independent of the cell
-    basis and extensive), sums are normalised by the cell volume, and molecules use the exact
-    real-space form of the same filter.
+    (residual MLPs, down-projected structure factors, low-rank learned filters) and the
+    SVD-frame k grid for molecules. Unlike the paper, the periodic filter is a function of |k|
+    with a cutoff (independent of the cell basis and extensive), sums are normalised by the cell
+    volume, and molecules use the exact real-space form of the same filter by default.
     Ewald, "Die Berechnung optischer und elektrostatischer Gitterpotentiale" (Ann. Phys. 1921).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -80,6 +98,10 @@ from molnet.nn.inputs import GraphInputs, scatter_sum
 
 #: Coefficients (a_j, j) of the window w(x) = Σ a_j cos(jπx): w(0) = 1, w(1) = w''(1) = w''(0) = 0.
 WINDOW = ((0.5, 0), (9.0 / 16.0, 1), (-1.0 / 16.0, 3))
+#: Evaluations of structures without periodicity (see the module docstring).
+APERIODIC_MODES = ("real_space", "grid")
+#: Smallest relative gap between principal moments the grid option accepts.
+DEGENERATE_GAP = 1e-6
 #: Below this |y| the function g(y) = (sin y − y cos y)/y² is evaluated by its Taylor series.
 TAYLOR_BELOW = 1.0
 #: Taylor coefficients of g(y) = Σ_{n≥1} (−1)^{n+1} 2n/(2n+1)! y^{2n−1}; the first omitted term is < 2e-16 at |y| = 1.
@@ -191,15 +213,29 @@ class EwaldBlock(nn.Module):
         Cosine modes of the |k| filter; the kernel reaches about (num_k_basis + 2)·π/L Å.
     projection_dim
         Channels D of the structure factors (the rank of the channel map).
+    aperiodic
+        ``"real_space"`` (default: exact all-pairs sum) or ``"grid"`` (principal-axes frame and
+        a fixed k grid, see the module docstring) for structures without periodicity.
+    grid_box
+        Side of the virtual cubic cell of the grid option, Å.
 
     Shapes:
         - h: ``[n_nodes, C]``; inputs: :class:`GraphInputs`; output ``[n_nodes, C]``
     """
 
-    def __init__(self, channels: int, k_cutoff: float = 1.0, num_k_basis: int = 16, projection_dim: int = 8) -> None:
+    def __init__(
+        self, channels: int, k_cutoff: float = 1.0, num_k_basis: int = 16, projection_dim: int = 8,
+        aperiodic: str = "real_space", grid_box: float = 30.0,
+    ) -> None:
         super().__init__()
         if not k_cutoff > 0:
             raise ConfigError(f"ewald k_cutoff must be > 0 (Å⁻¹), got {k_cutoff}")
+        if aperiodic not in APERIODIC_MODES:
+            raise ConfigError(f"ewald aperiodic must be one of {APERIODIC_MODES}, got {aperiodic!r}")
+        if not grid_box > 0:
+            raise ConfigError(f"ewald grid_box must be > 0 (Å), got {grid_box}")
+        self.aperiodic = aperiodic
+        self.grid_box = float(grid_box)
         if num_k_basis < 1 or projection_dim < 1:
             raise ConfigError(f"ewald num_k_basis and projection_dim must be >= 1, got {num_k_basis}, {projection_dim}")
         dtype = torch.get_default_dtype()
@@ -233,7 +269,10 @@ class EwaldBlock(nn.Module):
         if bool(periodic.any()):
             u = u + self._reciprocal_space(x, coefficients, inputs, periodic)
         if bool(aperiodic.any()):
-            u = u + self._real_space(x, coefficients, inputs, aperiodic)
+            if self.aperiodic == "grid":
+                u = u + self._reciprocal_space(x, coefficients, self._principal_frame(inputs, aperiodic), aperiodic)
+            else:
+                u = u + self._real_space(x, coefficients, inputs, aperiodic)
         return self.output(self.post(self.up(u)))
 
     def _reciprocal_space(
@@ -269,6 +308,47 @@ class EwaldBlock(nn.Module):
         a_re, a_im = filt * s_re, filt * s_im
         return scatter_sum(cos * a_re[pair_k] + sin * a_im[pair_k], pair_node, len(x))
 
+    def _principal_frame(self, inputs: GraphInputs, aperiodic: torch.Tensor) -> GraphInputs:
+        """Molecules centred and rotated into their principal axes, in a cubic cell of side grid_box.
+
+        Raises InputError where two principal moments coincide (the frame is undefined) or a
+        molecule does not fit in the virtual cell.
+        """
+        batch = inputs.batch
+        ones = torch.ones_like(inputs.positions[:, 0])
+        counts = scatter_sum(ones, batch, inputs.num_graphs).clamp(min=1)  # [G]
+        centre = scatter_sum(inputs.positions, batch, inputs.num_graphs) / counts[:, None]  # [G, 3]
+        d = inputs.positions - centre[batch]  # [n_nodes, 3]
+        moments = scatter_sum(d[:, :, None] * d[:, None, :], batch, inputs.num_graphs)  # [G, 3, 3]
+        eye = torch.eye(3, dtype=d.dtype, device=d.device)
+        # periodic graphs and single atoms (d = 0, any frame) get a dummy with distinct moments, so
+        # that eigh's derivative stays finite
+        framed = aperiodic & (counts > 1)  # [G]
+        dummy = torch.diag(torch.arange(1.0, 4.0, dtype=d.dtype, device=d.device))
+        moments = torch.where(framed[:, None, None], moments, dummy)
+        values, frame = torch.linalg.eigh(moments)  # ascending moments, columns are axes
+        with torch.no_grad():
+            scale = values.abs().amax(dim=1).clamp(min=1e-12)
+            gap = torch.diff(values, dim=1).amin(dim=1) / scale  # [G]
+            bad = framed & (gap < DEGENERATE_GAP)
+            if bool(bad.any()):
+                graphs = torch.nonzero(bad).flatten()[:10].tolist()
+                raise InputError(
+                    f"ewald aperiodic='grid' needs distinct principal moments; graph(s) {graphs} have a degenerate "
+                    f"inertia tensor (relative gap {float(gap[bad].min()):.1e}; linear or symmetric molecule), where "
+                    "the frame is undefined: use the default aperiodic='real_space'"
+                )
+        local = torch.einsum("ni,nij->nj", d, frame[batch])  # [n_nodes, 3]
+        with torch.no_grad():
+            extent = (local.abs() * aperiodic[batch, None]).amax() * 2
+            if float(extent) >= self.grid_box:
+                raise InputError(
+                    f"a molecule spans {float(extent):.1f} Å, more than ewald grid_box = {self.grid_box} Å: "
+                    "raise grid_box or use aperiodic='real_space'"
+                )
+        cell = self.grid_box * eye.expand(inputs.num_graphs, 3, 3)
+        return dataclasses.replace(inputs, positions=local, cell=cell)
+
     def _real_space(
         self, x: torch.Tensor, coefficients: torch.Tensor, inputs: GraphInputs, aperiodic: torch.Tensor
     ) -> torch.Tensor:
@@ -285,5 +365,6 @@ class EwaldBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"k_cutoff={self.k_cutoff}, num_k_basis={self.filter.shape[0]}, projection_dim={self.filter.shape[1]}"
+            f"k_cutoff={self.k_cutoff}, num_k_basis={self.filter.shape[0]}, projection_dim={self.filter.shape[1]}, "
+            f"aperiodic={self.aperiodic!r}" + (f", grid_box={self.grid_box}" if self.aperiodic == "grid" else "")
         )
