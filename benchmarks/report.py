@@ -121,6 +121,37 @@ def training_section(records: list[dict]) -> str:
         ["batch", "dtype", "threads", "model", "molnet configs/s", "mace-torch configs/s", "ratio molnet/mace", "date"], rows)
 
 
+def accuracy_section(records: list[dict]) -> str:
+    """Test errors per data set, model and epoch budget: mean over seeds (± half the spread)."""
+    runs: dict[tuple, dict[int, dict]] = {}
+    for r in sorted(records, key=lambda r: r["date"]):  # the newest record per seed wins
+        if "family" not in r:
+            continue  # records of the stand-alone mace-torch script before run.py accuracy existed
+        model = "mace-torch" if r["package"] == "mace-torch" else f"molnet {r['family']}"
+        runs.setdefault((r["dataset"], r["epochs"], model), {})[r["seed"]] = r
+
+    def cell(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {(max(values) - min(values)) / 2:.1f}"
+
+    order = {"molnet mace": 0, "mace-torch": 1}
+    rows = []
+    for (dataset, epochs, model), by_seed in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 2), kv[0][2])):
+        tests = [r["test"] for r in by_seed.values()]
+        first = next(iter(by_seed.values()))
+        rows.append([
+            dataset, f"{first['train_file']} → {first['test_file']}", epochs, model, ",".join(str(s) for s in sorted(by_seed)),
+            cell([t["energy_mae_meV"] for t in tests]), cell([t["energy_rmse_meV"] for t in tests]),
+            cell([t["forces_mae_meV_per_A"] for t in tests]), cell([t["forces_rmse_meV_per_A"] for t in tests]),
+            f"{sum(r['train_wall_s'] for r in by_seed.values()) / len(by_seed) / 60:.1f}",
+        ])
+    if not rows:
+        return ""
+    return ("### Accuracy (test errors; mean ± half the spread over seeds)\n\n" + table(
+        ["data", "train → test", "epochs", "model", "seeds", "E MAE meV", "E RMSE meV", "F MAE meV/Å", "F RMSE meV/Å",
+         "train min"], rows))
+
+
 def machine_line(*groups: list[dict]) -> str:
     records = [r for g in groups for r in g]
     if not records:
@@ -174,9 +205,10 @@ def main() -> None:
     parser.add_argument("--include-quick", action="store_true")
     parser.add_argument("--write-readme", action="store_true", help="rewrite README's results section and the plot")
     args = parser.parse_args()
-    data = {k: load(k, args.include_quick) for k in ("params", "speed", "memory", "training")}
+    data = {k: load(k, args.include_quick) for k in ("params", "speed", "memory", "training", "accuracy")}
     sections = [params_section(data["params"]), speed_section(data["speed"]), memory_section(data["memory"]),
-                training_section(data["training"]), machine_line(data["speed"], data["memory"], data["training"])]
+                training_section(data["training"]), accuracy_section(data["accuracy"]),
+                machine_line(data["speed"], data["memory"], data["training"])]
     text = "\n\n".join(s for s in sections if s)
     if args.write_readme and plot_scaling(data["speed"], PLOT):
         text += f"\n\n![time per atom against N]({PLOT.relative_to(HERE)})"
