@@ -125,9 +125,9 @@ def accuracy_section(records: list[dict]) -> str:
     """Test errors per data set, model and epoch budget: mean over seeds (± half the spread)."""
     runs: dict[tuple, dict[int, dict]] = {}
     for r in sorted(records, key=lambda r: r["date"]):  # the newest record per seed wins
-        if "family" not in r:
-            continue  # records of the stand-alone mace-torch script before run.py accuracy existed
+        # records of the stand-alone mace-torch script (before run.py accuracy) have no family
         model = "mace-torch" if r["package"] == "mace-torch" else f"molnet {r['family']}"
+        r.setdefault("train_file", "shared/data/acac/train_300K.xyz")
         runs.setdefault((r["dataset"], r["epochs"], model), {})[r["seed"]] = r
 
     def cell(values: list[float]) -> str:
