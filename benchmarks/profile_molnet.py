@@ -27,7 +27,7 @@ import worker  # noqa: E402
 
 #: Modules whose forward gets its own profiler region.
 LABELLED = re.compile(
-    r"body\.(spherical_harmonics|radial|embedding|interactions\.\d+\.(linear_up|conv_weights|conv_tp|linear|skip)"
+    r"body\.(spherical_harmonics|radial|embedding|interactions\.\d+\.(linear_up|conv_weights|convolution|linear|skip)"
     r"|products\.\d+|product_linears\.\d+|readouts\.\d+)"
 )
 

@@ -21,11 +21,13 @@ from torch import nn
 
 from molnet.nn.config import GraphConfig
 from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
-from molnet.nn.inputs import GraphInputs
+from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import SymmetricContraction
 
+#: Below this fraction of filled neighbour-table slots, the convolution runs edge by edge.
+MIN_TABLE_FILL = 0.25
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
@@ -118,7 +120,11 @@ class MACEInteraction(nn.Module):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         weights = self.conv_weights(radial)  # [n_edges, weight_numel]
-        summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
+        if table.fill >= MIN_TABLE_FILL:
+            summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
+        else:  # very uneven neighbour counts: the padded table would waste memory, go edge by edge
+            messages = self.conv_tp(h[table.edge_sender], edge_sh, weights)  # [n_edges, mid.dim]
+            summed = scatter_sum(messages, table.edge_receiver, len(h))
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)

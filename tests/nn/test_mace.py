@@ -111,3 +111,23 @@ def test_coupling_tensors_are_equivariant():
         assert u.shape[-1] > 0
         torch.testing.assert_close(lhs, rhs, atol=1e-10, rtol=0)
         torch.testing.assert_close(u, u.transpose(1, 2), atol=1e-12, rtol=0)  # symmetric in its inputs
+
+
+def test_uneven_neighbour_counts_take_the_edge_path_with_the_same_result():
+    """A batch padded mostly with lone atoms (table fill < MIN_TABLE_FILL) runs edge by edge."""
+    from molnet.nn.convolution import NeighbourTable
+    from molnet.nn.mace import MIN_TABLE_FILL
+    from tests.battery import evaluate
+
+    model = _model(max_L=1, correlation=2)
+    molecule = acac()
+    lone = [Atoms("H", positions=[[0.0, 0.0, 0.0]]) for _ in range(50)]
+    graphs = [AtomicGraph.from_atoms(a, model.r_max, dtype=torch.float64) for a in [molecule, *lone]]
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list(graphs)
+    table = NeighbourTable.build(batch.edge_index[0], batch.edge_index[1], batch.num_nodes)
+    assert table.fill < MIN_TABLE_FILL
+    alone, mixed = evaluate(model, [molecule]), evaluate(model, [molecule, *lone])
+    torch.testing.assert_close(mixed["energy"][0], alone["energy"][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(mixed["forces"][: len(molecule)], alone["forces"], atol=1e-10, rtol=0)
