@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
@@ -167,7 +168,7 @@ class MACE(nn.Module):
             if last:
                 self.readouts.append(nn.Sequential(
                     o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
-                    _Activation(ACTIVATIONS[c.gate]),
+                    e3nn_nn.Activation(o3.Irreps(f"{c.readout_hidden}x0e"), [ACTIVATIONS[c.gate]]),
                     o3.Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
                 ))
             else:
@@ -206,12 +207,3 @@ class MACE(nn.Module):
             features.append(h)
             energy = energy + readout(h).squeeze(-1)
         return energy, features
-
-
-class _Activation(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
