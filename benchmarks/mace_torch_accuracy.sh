@@ -31,11 +31,13 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1   # e3nn 0.4.4 loads its constants with the pre-2.6 default
 
 mkdir -p "$WORK"
-# E0s as mace-torch's dict string {Z: E}, read from the isolated-atom file.
-E0S=$("$MACE_VENV/bin/python" - "$ISOLATED" <<'EOF'
+# E0s as mace-torch's dict string {Z: E}, read from the isolated-atom file, for the elements of the
+# training set only (mace-torch sizes its element table by the E0s and the one-hot by the data).
+E0S=$("$MACE_VENV/bin/python" - "$ISOLATED" "$TRAIN" <<'EOF'
 import sys
 from ase.io import read
-print({int(a.numbers[0]): float(a.get_potential_energy()) for a in read(sys.argv[1], ":")})
+present = {int(z) for a in read(sys.argv[2], ":") for z in a.numbers}
+print({int(a.numbers[0]): float(a.get_potential_energy()) for a in read(sys.argv[1], ":") if int(a.numbers[0]) in present})
 EOF
 )
 
@@ -57,7 +59,11 @@ ARGS=(
 
 echo "mace_run_train ${ARGS[*]}" > "$WORK/$NAME.cmd"
 T0=$(date +%s.%N)
-"$MACE_VENV/bin/mace_run_train" "${ARGS[@]}" > "$WORK/$NAME.train.log" 2>&1
+"$MACE_VENV/bin/mace_run_train" "${ARGS[@]}" > "$WORK/$NAME.train.log" 2>&1 || {
+  echo "mace_run_train failed; last lines of $WORK/$NAME.train.log:" >&2
+  tail -n 30 "$WORK/$NAME.train.log" >&2
+  exit 1
+}
 T1=$(date +%s.%N)
 WALL=$(python3 -c "print(round($T1 - $T0, 1))")
 
