@@ -13,12 +13,13 @@ import logging
 import time
 from pathlib import Path
 
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from molnet.train.checkpoint_io import AtomicCheckpointIO
 from molnet.train.datamodule import AtomicDataModule
+from molnet.train.ema import WarmupEMA
 from molnet.train.module import PotentialModule
 
 log = logging.getLogger("molnet.train")
@@ -48,7 +49,7 @@ class MolnetCLI(LightningCLI):
             LearningRateMonitor(logging_interval="epoch"),
         ]
         if self.config["ema_decay"] is not None:
-            callbacks.append(EMAWeightAveraging(decay=self.config["ema_decay"]))
+            callbacks.append(WarmupEMA(decay=self.config["ema_decay"]))
         self.trainer_defaults["callbacks"] = callbacks
         return super().instantiate_trainer(
             logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
