@@ -164,7 +164,7 @@ def machine_line(*groups: list[dict]) -> str:
 
 
 def plot_scaling(records: list[dict], path: Path) -> bool:
-    """Time per atom against N (log–log), one line per side and dtype."""
+    """Time per atom against N (log–log), one line per side, path and dtype, for the newest run's threads."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,15 +173,17 @@ def plot_scaling(records: list[dict], path: Path) -> bool:
     rows = newest(records, lambda r: (path_of(r), threads_of(r), size_of(r), r["dtype"], r["n_atoms"]))
     if not rows:
         return False
+    latest = max(rows, key=lambda r: r["date"])  # one thread setting per plot: the newest run's
+    rows = [r for r in rows if threads_of(r) == threads_of(latest)]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     styles = {"molnet": "-o", "mace": "--s"}
-    for path, threads, model, dtype in sorted({(path_of(r), threads_of(r), size_of(r), r["dtype"]) for r in rows}):
-        sel = sorted((r for r in rows if (path_of(r), threads_of(r), size_of(r), r["dtype"]) == (path, threads, model, dtype)),
+    for mode, threads, model, dtype in sorted({(path_of(r), threads_of(r), size_of(r), r["dtype"]) for r in rows}):
+        sel = sorted((r for r in rows if (path_of(r), threads_of(r), size_of(r), r["dtype"]) == (mode, threads, model, dtype)),
                      key=lambda r: r["n_atoms"])
         for side in ("molnet", "mace"):
-            if side == "mace" and path != "eager":
+            if side == "mace" and mode != "eager":
                 continue  # mace-torch's eager line is drawn once, with molnet's eager run
-            name = f"molnet ({path})" if side == "molnet" else "mace-torch"
+            name = f"molnet ({mode})" if side == "molnet" else "mace-torch"
             ax.plot([r["n_atoms"] for r in sel], [r[side]["median_s"] / r["n_atoms"] * 1e3 for r in sel], styles[side],
                     label=f"{name} {dtype} ({threads} thr, {model})")
     ax.set_xscale("log")
