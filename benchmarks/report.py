@@ -83,12 +83,13 @@ def speed_section(records: list[dict]) -> str:
             f"{m['median_s'] * 1e3:.1f}", f"{a['median_s'] * 1e3:.1f}",
             f"{m['atoms_per_s']:.0f}", f"{a['atoms_per_s']:.0f}",
             f"**{r['throughput_ratio_molnet_over_mace']:.2f}**", r["date"][:10] + (" (quick)" if r.get("quick") else ""),
+            r.get("molnet_commit", "?"),
         ])
     if not rows:
         return ""
     return "### Energy + forces per call (calculator path)\n\n" + table(
         ["atoms", "dtype", "threads", "model", "molnet path", "molnet ms", "mace-torch ms", "molnet atoms/s", "mace-torch atoms/s",
-         "throughput ratio molnet/mace", "date"], rows)
+         "throughput ratio molnet/mace", "date", "molnet commit"], rows)
 
 
 def memory_section(records: list[dict]) -> str:
