@@ -85,40 +85,17 @@ def molnet_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
 
 
 def mace_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
-    import numpy as np
     import torch
-    from e3nn import o3
-    from mace import modules
     from mace.calculators import MACECalculator
+
+    import worker  # the speed benchmark's mace-torch model, built with the same hyperparameters
 
     del skin  # mace-torch rebuilds its neighbour list every call
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.float64)  # mace-torch builds constants in the default dtype
-    c, max_l = int(hyper["num_channels"]), int(hyper["max_L"])
-    hidden = o3.Irreps("+".join(f"{c}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(max_l + 1)))
-    zs = [1, 6, 8]
-    model = modules.ScaleShiftMACE(
-        r_max=float(hyper["r_max"]),
-        num_bessel=int(hyper["num_bessel"]),
-        num_polynomial_cutoff=int(hyper["num_polynomial_cutoff"]),
-        max_ell=int(hyper["max_ell"]),
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=int(hyper["num_interactions"]),
-        num_elements=len(zs),
-        hidden_irreps=hidden,
-        MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(len(zs)),
-        avg_num_neighbors=float(hyper["avg_num_neighbors"]),
-        atomic_numbers=zs,
-        correlation=int(hyper["correlation"]),
-        gate=modules.gate_dict[hyper["gate"]],
-        radial_MLP=list(hyper["radial_MLP"]),
-        atomic_inter_scale=1.0,
-        atomic_inter_shift=0.0,
-    )
+    backend = worker.MaceBackend(torch.float64)
+    backend.build(run.ELEMENTS, hyper)
     path = tmp / "mace_acac_size.model"
-    torch.save(model, path)
+    torch.save(backend.model, path)
     calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
     return calc, {"model_file_bytes": path.stat().st_size}
 
