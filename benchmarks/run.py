@@ -583,7 +583,7 @@ def int_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="molnet vs mace-torch benchmarks", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=[*COMMANDS, "all"], help="'all' runs params, speed, memory, training and accuracy")
+    parser.add_argument("command", choices=[*COMMANDS, "all"], help="'all' runs params, speed, memory, training and accuracy, then prints report.py's tables")
     parser.add_argument("--quick", action="store_true", help="AcAc + 150 atoms, few repeats; accuracy: 2 epochs on 100 configurations, first seed (minutes)")
     parser.add_argument("--sizes", type=int_list, default=[15, 150, 600, 2400, 10000], help="target atom counts; 15 = one AcAc molecule")
     parser.add_argument("--max-atoms", type=int, default=2400, help="drop sizes above this (10000 needs --max-atoms 10000)")
@@ -645,6 +645,9 @@ def main(argv: list[str] | None = None) -> None:
             COMMANDS[name](run_args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.command == "all" and not args.no_save:
+        # the tables from the results just appended (a --quick run's own records included)
+        subprocess.run([sys.executable, str(HERE / "report.py"), *(["--include-quick"] if args.quick else [])], check=True)
 
 
 if __name__ == "__main__":
