@@ -49,6 +49,8 @@ def size_of(r: dict) -> str:
 
 def path_of(r: dict) -> str:
     """molnet's inference path in a speed record."""
+    if r.get("molnet_cueq"):
+        return "cuequivariance" + (" + torch.compile" if r.get("molnet_compiled") else "")
     return "torch.compile" if r.get("molnet_compiled") else "eager"
 
 

@@ -337,7 +337,8 @@ def build_both(workers: dict[str, "Worker"], hyper: dict, args: argparse.Namespa
         if b == "mace":
             w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args))
         else:
-            w.call("build", elements=ELEMENTS, hyper=hyper, compile=bool(getattr(args, "molnet_compile", False)))
+            w.call("build", elements=ELEMENTS, hyper=hyper, compile=bool(getattr(args, "molnet_compile", False)),
+                   cueq=bool(getattr(args, "molnet_cueq", False)))
 
 
 def cmd_params(args: argparse.Namespace, tmp: Path) -> None:
@@ -400,7 +401,7 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                 emit("speed", {
                     "structure": s.label, "n_atoms": s.n_atoms, "min_intermolecular_distance": s.min_gap,
                     "dtype": dtype, "hyper": hyper, "mace_use_reduced_cg": args.mace_reduced_cg,
-                    "molnet_compiled": args.molnet_compile, "rounds": args.rounds, "calls_per_round": calls, "warmup": args.warmup,
+                    "molnet_compiled": args.molnet_compile, "molnet_cueq": args.molnet_cueq, "rounds": args.rounds, "calls_per_round": calls, "warmup": args.warmup,
                     "molnet": sides["molnet"], "mace": sides["mace"],
                     "throughput_ratio_molnet_over_mace": median(round_ratios),
                     "throughput_ratio_rounds": round_ratios,
@@ -595,6 +596,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="OMP_WAIT_POLICY of the workers (unset by default); PASSIVE avoids the collapse of 2-thread runs on a busy machine")
     parser.add_argument("--correlation", type=int, default=3)
     parser.add_argument("--molnet-compile", action="store_true", help="speed: molnet through torch.compile (Potential.compile_inference); mace-torch eager")
+    parser.add_argument("--molnet-cueq", action="store_true", help="speed: molnet's convolution and contraction through cuequivariance (Potential.use_cueq; CUDA kernels on a GPU, PyTorch fallback elsewhere)")
     parser.add_argument("--mace-reduced-cg", action="store_true", help="mace-torch's use_reduced_cg (its CLI default is off)")
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds per measurement")
     parser.add_argument("--block-seconds", type=float, default=2.0, help="target seconds per timed block")

@@ -65,11 +65,13 @@ class MolnetBackend:
 
         return {"torch": torch.__version__, "e3nn": e3nn.__version__, "molnet": getattr(molnet, "__version__", "?")}
 
-    def build(self, elements: list[str], hyper: dict[str, Any], compile: bool = False) -> None:
+    def build(self, elements: list[str], hyper: dict[str, Any], compile: bool = False, cueq: bool = False) -> None:
         from molnet.models.registry import build_model
 
         config = {"name": "mace", "elements": list(elements), **hyper}
         self.model = build_model(config, dtype=self.dtype).eval()
+        if cueq:
+            self.model.use_cueq()
         if compile:
             self.model.compile_inference()
         self.r_max = float(hyper["r_max"])
@@ -143,7 +145,9 @@ class MaceBackend:
             num_polynomial_cutoff=int(h["num_polynomial_cutoff"]),
             max_ell=int(h["max_ell"]),
             interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-            interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+            interaction_cls_first=modules.interaction_classes[
+                "RealAgnosticResidualInteractionBlock" if h.get("first_layer_residual", True) else "RealAgnosticInteractionBlock"
+            ],
             num_interactions=int(h["num_interactions"]),
             num_elements=len(self.z_table),
             hidden_irreps=hidden,
@@ -228,10 +232,10 @@ class Server:
     def cmd_hello(self) -> dict:
         return {"backend": self.backend.name, "versions": self.backend.versions(), "threads": torch.get_num_threads()}
 
-    def cmd_build(self, elements: list[str], hyper: dict, compile: bool = False) -> dict:
+    def cmd_build(self, elements: list[str], hyper: dict, compile: bool = False, cueq: bool = False) -> dict:
         t0 = time.perf_counter()
-        if compile:
-            self.backend.build(elements, hyper, compile=True)  # molnet only: mace-torch runs eagerly
+        if compile or cueq:
+            self.backend.build(elements, hyper, compile=compile, cueq=cueq)  # molnet only: mace-torch runs plain
         else:
             self.backend.build(elements, hyper)
         return {"build_s": time.perf_counter() - t0}

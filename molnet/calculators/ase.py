@@ -38,6 +38,10 @@ class MolNetCalculator(Calculator):
         Evaluate the model through ``torch.compile`` (:meth:`Potential.compile_inference`):
         same numbers, faster per step for systems of a few hundred atoms and more, after a
         one-off compilation of tens of seconds. Off by default.
+    cueq
+        Evaluate a ``mace`` model's convolution and symmetric contraction with NVIDIA
+        cuequivariance (:meth:`Potential.use_cueq`; needs ``pip install 'molnet[cueq]'``, and
+        ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions.
@@ -45,7 +49,7 @@ class MolNetCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, compile: bool = False, **kwargs) -> None:
+    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, compile: bool = False, cueq: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -58,6 +62,8 @@ class MolNetCalculator(Calculator):
             from molnet.pretrained import load
 
             self.model = load(model, dtype=self.torch_dtype, device=device)
+        if cueq:
+            self.model.use_cueq()
         if compile:
             self.model.compile_inference()
         self.device = torch.device(device)

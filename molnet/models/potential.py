@@ -11,7 +11,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from molnet.data import keys
-from molnet.errors import NonFiniteError, UnknownElementError
+from molnet.errors import ConfigError, NonFiniteError, UnknownElementError
 from molnet.nn.inputs import GraphInputs, scatter_sum
 
 
@@ -68,6 +68,18 @@ class Potential(nn.Module):
         one system, not for a few evaluations. Returns ``self``.
         """
         self._inference_body = torch.compile(self.body.forward, dynamic=True)
+        return self
+
+    def use_cueq(self, enabled: bool = True, method: str | None = None) -> "Potential":
+        """Evaluate the body's heavy operations with NVIDIA cuequivariance (``mace`` family only).
+
+        Same parameters and files, same energies, forces and stress to rounding (tested); on a
+        GPU with ``cuequivariance-ops-torch`` its CUDA kernels run. Call after ``.to(device)``.
+        See :mod:`molnet.nn.cueq`. Returns ``self``.
+        """
+        if not hasattr(self.body, "use_cueq"):
+            raise ConfigError(f"the cuequivariance path exists for the mace family only, not {self.config.get('name')!r}")
+        self.body.use_cueq(enabled, method)
         return self
 
     def __deepcopy__(self, memo) -> "Potential":

@@ -46,6 +46,12 @@ class MACEConfig(GraphConfig):
     radial_MLP: list[int] = field(default_factory=lambda: [64, 64, 64])
     gate: str = "silu"
     readout_hidden: int = 16
+    #: True: every layer, the first included, keeps an element-dependent self-connection of its
+    #: input (the default of mace-torch 0.3.16's trainer, ``--interaction_first
+    #: RealAgnosticResidualInteractionBlock``); its first-layer skip of the element embedding
+    #: gives each element a direct energy offset. False: the first layer mixes its message per
+    #: element instead (the paper's and older mace-torch's ``RealAgnosticInteractionBlock``).
+    first_layer_residual: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,12 +116,13 @@ class MACEInteraction(nn.Module):
         # part of the saved weights); `convolution` evaluates it fused with the neighbour sum
         self.conv_tp = o3.TensorProduct(irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False)
         self.convolution = NeighbourConvolution(self.conv_tp)
+        self.cueq_convolution: nn.Module | None = None  # set by MACE.use_cueq
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
         self.linear = o3.Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
         elements = o3.Irreps(f"{num_elements}x0e")
-        # a residual layer keeps an element-dependent self-connection of its input; the first layer
-        # (no residual, as in mace-torch) mixes its aggregated message element-dependently instead
+        # a residual layer keeps an element-dependent self-connection of its input; a non-residual
+        # one (MACEConfig.first_layer_residual=False) mixes its aggregated message per element instead
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
@@ -123,7 +130,9 @@ class MACEInteraction(nn.Module):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         weights = self.conv_weights(radial)  # [n_edges, weight_numel]
-        if table.fill >= MIN_TABLE_FILL:
+        if self.cueq_convolution is not None:
+            summed = self.cueq_convolution(h, edge_sh, weights, table.edge_sender, table.edge_receiver)
+        elif table.fill >= MIN_TABLE_FILL:
             summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
         else:  # very uneven neighbour counts: the padded table would waste memory, go edge by edge
             messages = self.conv_tp(h[table.edge_sender], edge_sh, weights)  # [n_edges, mid.dim]
@@ -163,7 +172,7 @@ class MACE(nn.Module):
             hidden = scalars if last and c.num_interactions > 1 else self.hidden
             self.interactions.append(
                 MACEInteraction(irreps_in, self.irreps_sh, target, hidden, num_elements, c.num_bessel,
-                                list(c.radial_MLP), c.avg_num_neighbors, residual=t > 0)
+                                list(c.radial_MLP), c.avg_num_neighbors, residual=t > 0 or c.first_layer_residual)
             )
             self.products.append(SymmetricContraction(per_channel, hidden, c.correlation, num_elements))
             self.product_linears.append(o3.Linear(hidden, hidden))
@@ -177,6 +186,21 @@ class MACE(nn.Module):
                 self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
+
+    def use_cueq(self, enabled: bool = True, method: str | None = None) -> None:
+        """Evaluate every layer's convolution and symmetric contraction with cuequivariance.
+
+        Same parameters, same files, same numbers to rounding (tested); see :mod:`molnet.nn.cueq`.
+        Call it after moving the model to its device: on CUDA cuequivariance's kernels
+        (``method="uniform_1d"``) run, elsewhere its PyTorch fallback (``"naive"``).
+        ``enabled=False`` returns to molnet's own evaluation.
+        """
+        from molnet.nn.cueq import CueqConvolution, CueqSymmetricContraction
+
+        device = self.embedding.weight.device
+        for interaction, product in zip(self.interactions, self.products):
+            interaction.cueq_convolution = CueqConvolution(interaction.conv_tp, method, device) if enabled else None
+            product.accelerated = CueqSymmetricContraction(product, method, device) if enabled else None
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""

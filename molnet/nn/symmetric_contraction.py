@@ -98,6 +98,8 @@ class SymmetricContraction(nn.Module):
             self._layout.append(layout)
         # Saved with the weights: refuses a model file whose weights were fitted to another U basis.
         self.register_buffer("u_fingerprint", torch.tensor(fingerprint, dtype=torch.float64))
+        #: optional other evaluator of the same operation (:class:`molnet.nn.cueq.CueqSymmetricContraction`)
+        self.accelerated: nn.Module | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "u_fingerprint"
@@ -110,6 +112,8 @@ class SymmetricContraction(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, a: torch.Tensor, species: torch.Tensor, groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if self.accelerated is not None:
+            return self.accelerated(a, species, self.weights)
         n, c, d = a.shape  # [n_nodes, C, D]
         if groups is None:
             groups = [torch.nonzero(species == e).flatten() for e in range(self.num_elements)]

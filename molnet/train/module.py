@@ -206,6 +206,11 @@ class PotentialModule(pl.LightningModule):
             self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
             for group in self.trainer.optimizers[0].param_groups:
                 group["lr"] = self.hparams.stage_two_lr
+            for config in self.trainer.lr_scheduler_configs:
+                # as mace-torch's SWA stage: the rate stays at stage_two_lr. The plateau's record of
+                # stage one's (smaller-weighted) losses would otherwise cut it within a few epochs.
+                if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    config.scheduler.patience = math.inf
             log.info("stage two from epoch %d: energy weight %g, lr %g", self.current_epoch, self.loss_weights["energy"], self.hparams.stage_two_lr)
 
     def on_load_checkpoint(self, checkpoint) -> None:

@@ -35,6 +35,29 @@ def test_short_run_halves_validation_force_error():
     assert after < 0.5 * before, (before, after)
 
 
+def test_stage_two_switches_weights_and_holds_its_learning_rate():
+    """As mace-torch's SWA stage: energy weight and rate switch once; the plateau no longer cuts the rate."""
+
+    class Record(pl.Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_train_epoch_end(self, trainer, module):
+            self.epochs.append((module.loss_weights["energy"], trainer.optimizers[0].param_groups[0]["lr"]))
+
+    pl.seed_everything(0)
+    data = AtomicDataModule(train_index=":20", valid_fraction=0.25, batch_size=5, test_file=None)
+    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="plateau", plateau_patience=0,
+                             plateau_factor=0.5, stage_two_start=0.5, stage_two_energy_weight=1000.0, stage_two_lr=0.002)
+    record = Record()
+    trainer = _trainer(max_epochs=6, callbacks=[record])
+    trainer.fit(module, datamodule=data)
+    assert [w for w, _ in record.epochs] == [1.0, 1.0, 1.0, 1000.0, 1000.0, 1000.0]
+    # stage two's first epochs have larger losses than stage one's best: with patience 0 the plateau
+    # would halve the rate at once; it must stay at stage_two_lr
+    assert [lr for _, lr in record.epochs[3:]] == [0.002, 0.002, 0.002]
+
+
 def test_statistics_are_stored_in_the_model():
     data = AtomicDataModule(train_index=":20", test_file=None)
     module = PotentialModule(model=TINY)
