@@ -197,7 +197,8 @@ class CueqSymmetricContraction(nn.Module):
         )
         if str(etp.inputs[1].layout) != str(_cue_layout("ir_mul")):
             raise RuntimeError(f"unexpected cuequivariance input layout {etp.inputs[1].layout}")
-        basis = _fit_contraction_basis(str(per_channel), str(o3.Irreps([(1, ir) for _, ir in contraction.irreps_out])), contraction.correlation)
+        basis = _fit_contraction_basis(str(per_channel), str(o3.Irreps([(1, ir) for _, ir in contraction.irreps_out])),
+                                       contraction.correlation, contraction.basis)
         self.register_buffer("basis", basis, persistent=False)  # [n_cue_weights, Σ paths]
 
     def forward(self, a: torch.Tensor, species: torch.Tensor, weights: nn.ParameterList) -> torch.Tensor:
@@ -216,7 +217,7 @@ def _cue_layout(name: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int) -> torch.Tensor:
+def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int, basis: str) -> torch.Tensor:
     """T with cue(a; T·w) = molnet(a; w) for one channel, by least squares in float64.
 
     ``irreps_in``/``irreps_out`` have multiplicity 1. Returns ``[n_cue_weights, Σ paths]``.
@@ -225,7 +226,7 @@ def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int) ->
     from cuequivariance.group_theory.experimental.mace.symmetric_contractions import symmetric_contraction
 
     with default_dtype(torch.float64):
-        mine = SymmetricContraction(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements=1)
+        mine = SymmetricContraction(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements=1, basis=basis)
     etp, _ = symmetric_contraction(_cue_irreps(o3.Irreps(irreps_in)), _cue_irreps(o3.Irreps(irreps_out)), range(1, correlation + 1))
     theirs = cuet.SegmentedPolynomial(etp.polynomial, method="naive")
     d = o3.Irreps(irreps_in).dim
@@ -251,7 +252,7 @@ def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int) ->
             w[0, q] = 1.0
             basis_out.append(theirs([w, a.reshape(samples, d)], input_indices={0: species.to(torch.int32)})[0].reshape(-1))
         cue_columns = torch.stack(basis_out, dim=1)  # [samples·out, n_cue]; one channel: same layouts
-        t = torch.linalg.lstsq(cue_columns, reference).solution  # [n_cue, Σ paths]
+        t = torch.linalg.lstsq(cue_columns, reference, rcond=1e-10, driver="gelsd").solution  # [n_cue, Σ paths]
         residual = (cue_columns @ t - reference).norm() / reference.norm()
     if not residual <= FIT_TOLERANCE:
         raise RuntimeError(f"cuequivariance's symmetric contraction does not span molnet's (relative residual {residual:.1e})")

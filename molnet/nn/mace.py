@@ -27,7 +27,7 @@ from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
-from molnet.nn.symmetric_contraction import SymmetricContraction
+from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
 #: Below this fraction of filled neighbour-table slots, the convolution runs edge by edge.
 MIN_TABLE_FILL = 0.25
@@ -52,6 +52,8 @@ class MACEConfig(GraphConfig):
     #: gives each element a direct energy offset. False: the first layer mixes its message per
     #: element instead (the paper's and older mace-torch's ``RealAgnosticInteractionBlock``).
     first_layer_residual: bool = True
+    #: weight basis of the symmetric contraction (:data:`molnet.nn.symmetric_contraction.BASES`)
+    contraction_basis: str = "reduced"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +67,8 @@ class MACEConfig(GraphConfig):
             raise ValueError(f"gate must be one of {sorted(ACTIVATIONS)}, got {self.gate!r}")
         if self.num_interactions < 1:
             raise ValueError("num_interactions must be >= 1")
+        if self.contraction_basis not in BASES:
+            raise ValueError(f"contraction_basis must be one of {BASES}, got {self.contraction_basis!r}")
 
     def hidden_irreps(self) -> o3.Irreps:
         """``C x 0e + C x 1o + …`` up to max_L, natural parity."""
@@ -174,7 +178,7 @@ class MACE(nn.Module):
                 MACEInteraction(irreps_in, self.irreps_sh, target, hidden, num_elements, c.num_bessel,
                                 list(c.radial_MLP), c.avg_num_neighbors, residual=t > 0 or c.first_layer_residual)
             )
-            self.products.append(SymmetricContraction(per_channel, hidden, c.correlation, num_elements))
+            self.products.append(SymmetricContraction(per_channel, hidden, c.correlation, num_elements, c.contraction_basis))
             self.product_linears.append(o3.Linear(hidden, hidden))
             if last:
                 self.readouts.append(nn.Sequential(

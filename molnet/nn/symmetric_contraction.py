@@ -25,12 +25,24 @@ from torch import nn
 from molnet.nn.dtypes import default_dtype
 
 
+#: The two bases of U^{(ν)}: "reduced" (a basis of the symmetric couplings, e3nn's
+#: ReducedTensorProducts) and "coupled" (every ordered chain of Clebsch–Gordan couplings
+#: ((l_1 ⊗ l_2) → l_12) ⊗ l_3 → …, redundant under the symmetric contraction, as mace-torch's
+#: default ``use_reduced_cg=False``). Both span the same functions of A; they differ in the number
+#: of weights and hence in how a gradient optimiser moves through that space.
+BASES = ("reduced", "coupled")
+
+
 @functools.lru_cache(maxsize=None)
-def coupling_tensors(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
+def coupling_tensors(irreps_in: str, ir_out: str, order: int, basis: str = "reduced") -> torch.Tensor:
     """U^{(ν)} for one output irrep: ``[2L+1, D, …(ν times)…, D, n_paths]`` (float64, cached).
 
     ``irreps_in`` are the per-channel irreps of A (multiplicity 1 each, dimension D).
     """
+    if basis == "coupled":
+        return _coupled_chains(irreps_in, ir_out, order)
+    if basis != "reduced":
+        raise ValueError(f"contraction basis must be one of {BASES}, got {basis!r}")
     irreps = o3.Irreps(irreps_in)
     ir = o3.Irrep(ir_out)
     indices = string.ascii_lowercase[:order]
@@ -45,6 +57,29 @@ def coupling_tensors(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
         return torch.zeros((ir.dim,) + (irreps.dim,) * order + (0,), dtype=torch.float64)
     q = q.reshape((n_paths, ir.dim) + (irreps.dim,) * order)
     return q.movedim(0, -1).contiguous()
+
+
+def _coupled_chains(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
+    """Every ordered coupling chain ending in ``ir_out``, each Wigner-3j scaled by √(2l+1) ("component")."""
+    irreps = o3.Irreps(irreps_in)
+    target = o3.Irrep(ir_out)
+    d = irreps.dim
+    with default_dtype(torch.float64):
+        # chains so far: (irrep, tensor [D, …(k times)…, D, 2l+1])
+        chains = [(ir, torch.eye(d)[:, s]) for s, (_, ir) in zip(irreps.slices(), irreps)]
+        for _ in range(order - 1):
+            grown = []
+            for ir_left, left in chains:
+                for s, (_, ir) in zip(irreps.slices(), irreps):
+                    select = torch.eye(d)[:, s]  # [D, 2l+1]
+                    for ir_new in ir_left * ir:
+                        c = o3.wigner_3j(ir_left.l, ir.l, ir_new.l) * ir_new.dim**0.5  # [left, m, new]
+                        grown.append((ir_new, torch.einsum("...a,dm,amn->...dn", left, select, c)))
+            chains = grown
+        paths = [t for ir, t in chains if ir == target]
+    if not paths:
+        return torch.zeros((target.dim,) + (d,) * order + (0,), dtype=torch.float64)
+    return torch.stack(paths, dim=-1).movedim(-2, 0).contiguous()  # [2L+1, D…, P]
 
 
 class SymmetricContraction(nn.Module):
@@ -66,13 +101,14 @@ class SymmetricContraction(nn.Module):
         - output: ``[n_nodes, irreps_out.dim]`` in e3nn layout
     """
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_elements: int) -> None:
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_elements: int, basis: str = "reduced") -> None:
         super().__init__()
         if not 1 <= correlation <= 4:
             raise ValueError(f"correlation must be between 1 and 4, got {correlation}")
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.correlation = correlation
+        self.basis = basis
         self.num_channels = self.irreps_out[0].mul
         self._out_dims = [ir.dim for _, ir in self.irreps_out]  # plain ints: forward never touches Irreps (torch.compile)
         self.num_elements = num_elements
@@ -85,7 +121,7 @@ class SymmetricContraction(nn.Module):
         for k, (_, ir) in enumerate(self.irreps_out):
             layout = []
             for order in range(1, correlation + 1):
-                u = coupling_tensors(str(self.irreps_in), str(ir), order)
+                u = coupling_tensors(str(self.irreps_in), str(ir), order, basis)
                 n_paths = u.shape[-1]
                 if n_paths == 0:
                     layout.append((order, -1))

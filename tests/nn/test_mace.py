@@ -15,6 +15,7 @@ class TestMACE(ModelBattery):
     configs = [
         {**SMALL, "max_L": 0, "correlation": 1, "id": "L0-nu1"},
         {**SMALL, "max_L": 1, "correlation": 2, "id": "L1-nu2"},
+        {**SMALL, "max_L": 1, "correlation": 3, "first_layer_residual": False, "id": "L1-nu3-plain-first"},
         {**SMALL, "max_L": 2, "correlation": 3, "id": "L2-nu3"},
     ]
 
@@ -97,20 +98,49 @@ def test_float32_matches_float64():
     torch.testing.assert_close(e32["forces"].double(), e64["forces"], rtol=1e-3, atol=1e-4)
 
 
-def test_coupling_tensors_are_equivariant():
+@pytest.mark.parametrize("basis", ["reduced", "coupled"])
+def test_coupling_tensors_are_equivariant(basis):
     from molnet.nn.symmetric_contraction import coupling_tensors
 
     irreps = o3.Irreps("0e+1o+2e")
     rot = torch.tensor(random_rotation(seed=3, reflect=True))
     for ir in ("0e", "1o", "2e"):
-        u = coupling_tensors(str(irreps), ir, 3)  # [M, D, D, D, P]
+        u = coupling_tensors(str(irreps), ir, 3, basis)  # [M, D, D, D, P]
         with default_dtype(torch.float64):
             d_in, d_out = irreps.D_from_matrix(rot), o3.Irrep(ir).D_from_matrix(rot)
         lhs = torch.einsum("mijkp,ia,jb,kc->mabcp", u, d_in, d_in, d_in)  # U(Dx, Dx, Dx)
         rhs = torch.einsum("mn,nabcp->mabcp", d_out, u)  # D_out U(x, x, x)
         assert u.shape[-1] > 0
         torch.testing.assert_close(lhs, rhs, atol=1e-10, rtol=0)
-        torch.testing.assert_close(u, u.transpose(1, 2), atol=1e-12, rtol=0)  # symmetric in its inputs
+        if basis == "reduced":
+            torch.testing.assert_close(u, u.transpose(1, 2), atol=1e-12, rtol=0)  # symmetric in its inputs
+        else:  # ordered chains, redundant: 11 invariant and 21 vector paths as in mace-torch's U matrices
+            assert u.shape[-1] == {"0e": 11, "1o": 21}.get(ir, u.shape[-1])
+
+
+def test_contraction_bases_span_the_same_functions():
+    """Any reduced-basis contraction is reproduced by coupled-basis weights (least squares, exact)."""
+    from molnet.nn.symmetric_contraction import SymmetricContraction
+
+    torch.manual_seed(0)
+    with default_dtype(torch.float64):
+        per_channel, out = o3.Irreps("0e+1o+2e"), o3.Irreps("1x0e+1x1o")
+        reduced = SymmetricContraction(per_channel, out, 3, 1, basis="reduced")
+        coupled = SymmetricContraction(per_channel, out, 3, 1, basis="coupled")
+    a, species = torch.randn(300, 1, 9, dtype=torch.float64), torch.zeros(300, dtype=torch.long)
+    with torch.no_grad():
+        columns = []
+        for w in coupled.weights:
+            w.zero_()
+        for w in coupled.weights:
+            for p in range(w.shape[1]):
+                w[0, p, 0] = 1.0
+                columns.append(coupled(a, species).reshape(-1))
+                w[0, p, 0] = 0.0
+        target = reduced(a, species).reshape(-1)
+        basis = torch.stack(columns, dim=1)
+        solution = torch.linalg.lstsq(basis, target[:, None], rcond=1e-10, driver="gelsd").solution  # rank-deficient: redundant
+    assert (basis @ solution)[:, 0].sub(target).norm() < 1e-9 * target.norm()
 
 
 def test_uneven_neighbour_counts_take_the_edge_path_with_the_same_result():
