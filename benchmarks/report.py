@@ -124,12 +124,23 @@ def training_section(records: list[dict]) -> str:
         ["batch", "dtype", "threads", "model", "molnet configs/s", "mace-torch configs/s", "ratio molnet/mace", "date"], rows)
 
 
+def mace_variant(r: dict) -> str:
+    """Non-default MACE architecture options of a molnet record, e.g. " (first layer plain)"."""
+    config = r.get("model_config") or {}
+    notes = []
+    if config.get("first_layer_residual") is False:
+        notes.append("first layer plain")
+    if config.get("contraction_basis", "reduced") != "reduced":
+        notes.append(f"{config['contraction_basis']} basis")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def accuracy_section(records: list[dict]) -> str:
     """Test errors per data set, model and epoch budget: mean over seeds (± half the spread)."""
     runs: dict[tuple, dict[int, dict]] = {}
     for r in sorted(records, key=lambda r: r["date"]):  # the newest record per seed wins
         # records of the stand-alone mace-torch script (before run.py accuracy) have no family
-        model = "mace-torch" if r["package"] == "mace-torch" else f"molnet {r['family']}"
+        model = "mace-torch" if r["package"] == "mace-torch" else f"molnet {r['family']}{mace_variant(r)}"
         r.setdefault("train_file", "shared/data/acac/train_300K.xyz")
         runs.setdefault((r["dataset"], r["epochs"], model), {})[r["seed"]] = r
 

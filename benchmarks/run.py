@@ -529,11 +529,17 @@ def train_molnet(family: str, files: tuple[Path, Path, Path], seed: int, epochs:
         "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
         "--data.train_file", str(files[0]), "--data.test_file", str(files[1]), "--data.isolated_atoms_file", str(files[2]),
     ]
+    for override in args.molnet_set or []:
+        key, _, value = override.partition("=")
+        cmd += [f"--{key}", value]
     wall = run_logged(cmd, worker_env(args.threads), workdir / f"{family}_s{seed}.log")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    from molnet.models.io import read_metadata
+
     return {
         "package": "molnet", "family": family, "train_wall_s": round(wall, 1),
         "hyper": config["model"]["model"], "train_dtype": config["model"].get("dtype"),
+        "model_config": read_metadata(run_dir / "model.safetensors")["config"],  # every default resolved
         "batch_size": config["data"]["batch_size"], "config": str(FAMILY_CONFIGS[family].relative_to(ROOT)),
         "command": " ".join(cmd[1:]), "test": json.loads((run_dir / "metrics.json").read_text()),
     }
@@ -596,6 +602,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="OMP_WAIT_POLICY of the workers (unset by default); PASSIVE avoids the collapse of 2-thread runs on a busy machine")
     parser.add_argument("--correlation", type=int, default=3)
     parser.add_argument("--molnet-compile", action="store_true", help="speed: molnet through torch.compile (Potential.compile_inference); mace-torch eager")
+    parser.add_argument("--molnet-set", action="append", metavar="KEY=VALUE",
+                        help="accuracy: extra molnet train option, e.g. model.model.contraction_basis=coupled (repeatable)")
     parser.add_argument("--molnet-cueq", action="store_true", help="speed: molnet's convolution and contraction through cuequivariance (Potential.use_cueq; CUDA kernels on a GPU, PyTorch fallback elsewhere)")
     parser.add_argument("--mace-reduced-cg", action="store_true", help="mace-torch's use_reduced_cg (its CLI default is off)")
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds per measurement")
