@@ -52,7 +52,7 @@ def cmd_md(args: argparse.Namespace) -> int:
 
     structure = args.structure or str(bundled_path("acac", "test"))
     atoms = read(structure, index=args.frame)
-    atoms.calc = MolNetCalculator(model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq)
+    atoms.calc = MolNetCalculator(model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device)
     log.info("MD of %s (%d atoms) with %s: %s, %d steps of %.2f fs at %.0f K", structure, len(atoms), args.model, args.ensemble.upper(), args.steps, args.timestep, args.temperature)
     md_log = run_md(
         atoms, args.steps, temperature_K=args.temperature, timestep_fs=args.timestep, ensemble=args.ensemble,
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="md.png", help="PNG of total energy and temperature against time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     p.add_argument("--cueq", action="store_true", help="mace models: evaluate with NVIDIA cuequivariance (pip install 'molnet[cueq]'; same numbers, CUDA kernels on a GPU)")
     p.add_argument("--compile", action="store_true", help="evaluate the model through torch.compile (same numbers; pays off for long runs of a few hundred atoms and more)")
     p.set_defaults(func=cmd_md)

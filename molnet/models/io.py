@@ -97,13 +97,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: the model configuration in the metadata is missing or not JSON") from exc
 
 
+#: Options added after model files were first written, per family, with the value that files
+#: written before them were built with (a stored configuration lists every option it was built
+#: with, so a missing one means the file predates it).
+LEGACY_DEFAULTS = {"mace": {"first_layer_residual": False}}
+
+
 def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Potential:
     """Build the model described in ``path`` and load its weights (never unpickles)."""
     path = Path(path)
     meta = read_metadata(path)
     stored_dtype = getattr(torch, meta.get("dtype", "float32"), torch.float32)
+    config = {**LEGACY_DEFAULTS.get(meta["config"].get("name"), {}), **meta["config"]}
     try:
-        model = build_model(meta["config"], dtype=dtype or stored_dtype)
+        model = build_model(config, dtype=dtype or stored_dtype)
     except ConfigError as exc:
         raise ModelFileError(f"{path}: the stored configuration is invalid: {exc}") from exc
     try:

@@ -92,6 +92,8 @@ class Potential(nn.Module):
 
         clone = build_model(self.config, dtype=self.dtype).to(self.e0s.device)
         clone.load_state_dict(self.state_dict())
+        if getattr(self.body, "cueq_enabled", False):
+            clone.use_cueq(True, self.body.cueq_method)
         clone.train(self.training)
         for p_clone, p_self in zip(clone.parameters(), self.parameters()):
             p_clone.requires_grad_(p_self.requires_grad)

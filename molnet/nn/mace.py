@@ -190,6 +190,7 @@ class MACE(nn.Module):
                 self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
+        self.cueq_enabled, self.cueq_method = False, None  # see use_cueq
 
     def use_cueq(self, enabled: bool = True, method: str | None = None) -> None:
         """Evaluate every layer's convolution and symmetric contraction with cuequivariance.
@@ -202,6 +203,8 @@ class MACE(nn.Module):
         from molnet.nn.cueq import CueqConvolution, CueqSymmetricContraction
 
         device = self.embedding.weight.device
+        self.cueq_method = method if enabled else None
+        self.cueq_enabled = enabled
         for interaction, product in zip(self.interactions, self.products):
             interaction.cueq_convolution = CueqConvolution(interaction.conv_tp, method, device) if enabled else None
             product.accelerated = CueqSymmetricContraction(product, method, device) if enabled else None

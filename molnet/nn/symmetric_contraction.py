@@ -182,6 +182,29 @@ class SymmetricContraction(nn.Module):
             return a.new_zeros(n, c, self._out_dims[k])
         return t.reshape(n, c, -1)
 
+    @torch.no_grad()
+    def basis_functions(self, a: torch.Tensor, element: int = 0) -> torch.Tensor:
+        """The contraction of ``a`` with each single weight of ``element`` set to 1: ``[n·out_dim, Σ paths]``.
+
+        Column p is the output, flattened, when weight p (in the order of ``weights``, first
+        channel) is 1 and all others 0: the basis that the weights combine. ``a``: ``[n, 1, D]``.
+        """
+        species = torch.full((len(a),), element, dtype=torch.long)
+        saved = [w.detach().clone() for w in self.weights]
+        columns = []
+        try:
+            for w in self.weights:
+                w.zero_()
+            for w in self.weights:
+                for p in range(w.shape[1]):
+                    w[element, p, 0] = 1.0
+                    columns.append(self(a, species).reshape(-1))
+                    w[element, p, 0] = 0.0
+        finally:
+            for w, old in zip(self.weights, saved):
+                w.copy_(old)
+        return torch.stack(columns, dim=1)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.irreps_in} -> {self.irreps_out}, correlation={self.correlation})"
 

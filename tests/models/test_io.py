@@ -88,6 +88,24 @@ def test_newer_format(model, tmp_path):
         load_model_file(path)
 
 
+def test_file_from_before_an_option_loads_with_the_old_behaviour(tmp_path):
+    """A mace file written before first_layer_residual existed has the non-residual first layer."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    old = build_model({"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_ell": 1,
+                       "radial_MLP": [8], "first_layer_residual": False}, dtype=torch.float64)
+    path = save_model(old, tmp_path / "old.safetensors")
+    meta = read_metadata(path)
+    del meta["config"]["first_layer_residual"]  # as written before the option existed
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(path), metadata=meta)
+    loaded = load_model_file(path)
+    assert loaded.config["first_layer_residual"] is False
+    batch = _batch()
+    assert torch.equal(loaded(batch)["energy"], old(batch)["energy"])
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="neither a pretrained model name"):
         molnet.load_model(tmp_path / "nope.safetensors")
