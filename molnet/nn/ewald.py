@@ -92,6 +92,7 @@ import math
 
 import torch
 from torch import nn
+from torch_geometric.utils import to_dense_batch
 
 from molnet.errors import ConfigError, InputError
 from molnet.nn.inputs import GraphInputs, scatter_sum
@@ -281,32 +282,28 @@ class EwaldBlock(nn.Module):
         """u_i = (2/V) Σ_{k half space} Ŵ(|k|) Re[S(k) e^{−ik·r_i}] for nodes of periodic graphs."""
         graphs = torch.nonzero(periodic).flatten()  # [G_p]
         cell = inputs.cell[graphs]  # [G_p, 3, 3]
-        k, k_graph = reciprocal_lattice_vectors(cell, self.k_cutoff)  # [K, 3], [K]
+        k, k_graph = reciprocal_lattice_vectors(cell, self.k_cutoff)  # [K, 3], [K] sorted by graph
         if len(k) == 0:
             return torch.zeros_like(x)
         local = torch.full((len(periodic),), -1, dtype=torch.long, device=x.device)
         local[graphs] = torch.arange(len(graphs), device=x.device)
         node_graph = local[inputs.batch]  # [n_nodes], -1 for aperiodic nodes
         nodes = torch.nonzero(node_graph >= 0).flatten()
-        k_count = torch.bincount(k_graph, minlength=len(graphs))  # [G_p]
-        k_start = torch.cumsum(k_count, 0) - k_count
-        repeats = k_count[node_graph[nodes]]  # k vectors of each node's graph
-        pair_node = torch.repeat_interleave(nodes, repeats)  # [P]
-        offset = torch.arange(len(pair_node), device=x.device) - torch.repeat_interleave(
-            torch.cumsum(repeats, 0) - repeats, repeats
-        )
-        pair_k = torch.repeat_interleave(k_start[node_graph[nodes]], repeats) + offset  # [P]
-        phase = (inputs.positions[pair_node] * k[pair_k]).sum(-1, keepdim=True)  # [P, 1]
+        # per graph, dense and zero-padded: k vectors [G_p, K_max, 3], nodes [G_p, N_max, ·]; the
+        # sums over atoms and over k are batched matmuls (no per (atom, k) tensor wider than 1)
+        k_dense, k_mask = to_dense_batch(k, k_graph, batch_size=len(graphs))
+        r_dense, node_mask = to_dense_batch(inputs.positions[nodes], node_graph[nodes], batch_size=len(graphs))
+        x_dense, _ = to_dense_batch(x[nodes], node_graph[nodes], batch_size=len(graphs))  # padding: x = 0
+        phase = r_dense @ k_dense.transpose(1, 2)  # [G_p, N_max, K_max]
         cos, sin = torch.cos(phase), torch.sin(phase)
-        xj = x[pair_node]  # [P, D]
-        s_re = scatter_sum(cos * xj, pair_k, len(k))  # [K, D]
-        s_im = scatter_sum(sin * xj, pair_k, len(k))
+        s_re = cos.transpose(1, 2) @ x_dense  # [G_p, K_max, D]
+        s_im = sin.transpose(1, 2) @ x_dense
         volume = torch.linalg.det(cell).abs()  # [G_p]
-        modes = torch.cos(self.frequencies * (torch.linalg.norm(k, dim=-1, keepdim=True) / self.k_cutoff))  # [K, M]
-        norm = 6 * math.pi**2 / self.k_cutoff**3 * 2 / volume[k_graph]  # [K]
-        filt = (modes @ coefficients) * norm[:, None]  # [K, D]
-        a_re, a_im = filt * s_re, filt * s_im
-        return scatter_sum(cos * a_re[pair_k] + sin * a_im[pair_k], pair_node, len(x))
+        modes = torch.cos(self.frequencies * (torch.linalg.norm(k_dense, dim=-1, keepdim=True) / self.k_cutoff))  # [G_p, K_max, M]
+        norm = 6 * math.pi**2 / self.k_cutoff**3 * 2 / volume  # [G_p]
+        filt = (modes @ coefficients) * (norm[:, None, None] * k_mask[..., None])  # [G_p, K_max, D], 0 on padding
+        u_dense = cos @ (filt * s_re) + sin @ (filt * s_im)  # [G_p, N_max, D]
+        return torch.zeros_like(x).index_put((nodes,), u_dense[node_mask])
 
     def _principal_frame(self, inputs: GraphInputs, aperiodic: torch.Tensor) -> GraphInputs:
         """Molecules centred and rotated into their principal axes, in a cubic cell of side grid_box.
