@@ -83,6 +83,7 @@ class PotentialModule(pl.LightningModule):
             family_config({"elements": ["H"], **model})  # validate before any data is read
         self.potential: Potential | None = None
         self.loss_weights = {"energy": energy_weight, "forces": forces_weight, "stress": stress_weight}
+        self.stage_two_active = False  # saved in checkpoints: a resumed run stays in its stage
         self._sums: dict[str, torch.Tensor] = {}
         self.test_metrics: dict[str, float] = {}
 
@@ -201,7 +202,8 @@ class PotentialModule(pl.LightningModule):
         start = self.hparams.stage_two_start
         if start is None or self.trainer.max_epochs is None:
             return
-        if self.current_epoch >= int(start * self.trainer.max_epochs) and self.loss_weights["energy"] != self.hparams.stage_two_energy_weight:
+        if self.current_epoch >= int(start * self.trainer.max_epochs) and not self.stage_two_active:
+            self.stage_two_active = True
             self.loss_weights["energy"] = self.hparams.stage_two_energy_weight
             self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
             for group in self.trainer.optimizers[0].param_groups:
@@ -215,9 +217,11 @@ class PotentialModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
+        self.stage_two_active = bool(checkpoint.get("molnet_stage_two", False))
 
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["molnet_loss_weights"] = dict(self.loss_weights)
+        checkpoint["molnet_stage_two"] = self.stage_two_active
         checkpoint["molnet_model_config"] = self.potential.config
 
     def configure_optimizers(self):

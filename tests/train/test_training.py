@@ -56,6 +56,13 @@ def test_stage_two_switches_weights_and_holds_its_learning_rate():
     # stage two's first epochs have larger losses than stage one's best: with patience 0 the plateau
     # would halve the rate at once; it must stay at stage_two_lr
     assert [lr for _, lr in record.epochs[3:]] == [0.002, 0.002, 0.002]
+    # the switch does not depend on the weights changing: equal energy weights still switch the rate
+    pl.seed_everything(0)
+    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="plateau", stage_two_start=0.5,
+                             stage_two_energy_weight=1.0, stage_two_lr=0.002)
+    record = Record()
+    _trainer(max_epochs=4, callbacks=[record]).fit(module, datamodule=data)
+    assert [lr for _, lr in record.epochs] == [0.01, 0.01, 0.002, 0.002] and module.stage_two_active
 
 
 def test_statistics_are_stored_in_the_model():
