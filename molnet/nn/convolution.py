@@ -37,14 +37,11 @@ class NeighbourTable:
         sender: ``[n_nodes, max_neighbours]`` sender atom of each slot (0 for empty slots, whose
             edge quantities are zero)
         num_edges: number of real edges
-        edge_sender, edge_receiver: ``[n_edges]`` the edges in their original order
     """
 
     edge: torch.Tensor
     sender: torch.Tensor
     num_edges: int
-    edge_sender: torch.Tensor
-    edge_receiver: torch.Tensor
 
     @classmethod
     def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighbourTable":
@@ -60,7 +57,7 @@ class NeighbourTable:
         edge[sorted_receiver, slot] = order
         padded_sender = torch.zeros((num_nodes, width), dtype=torch.long, device=receiver.device)
         padded_sender[sorted_receiver, slot] = sender[order]
-        return cls(edge=edge, sender=padded_sender, num_edges=num_edges, edge_sender=sender, edge_receiver=receiver)
+        return cls(edge=edge, sender=padded_sender, num_edges=num_edges)
 
     @property
     def fill(self) -> float:

@@ -106,7 +106,8 @@ class MACEInteraction(nn.Module):
 
     Shapes:
         - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
-          radial ``[n_edges, num_bessel]``; table: the edges grouped by receiver
+          radial ``[n_edges, num_bessel]``; sender, receiver ``[n_edges]``; table: the edges
+          grouped by receiver (None when cuequivariance evaluates the convolution)
         - returns A ``[n_nodes, C, D]`` and skip ``[n_nodes, hidden.dim]`` (or None)
     """
 
@@ -130,17 +131,17 @@ class MACEInteraction(nn.Module):
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
-    def forward(self, node_feats, node_onehot, edge_sh, radial, table: NeighbourTable):
+    def forward(self, node_feats, node_onehot, edge_sh, radial, sender, receiver, table: NeighbourTable | None):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         weights = self.conv_weights(radial)  # [n_edges, weight_numel]
         if self.cueq_convolution is not None:
-            summed = self.cueq_convolution(h, edge_sh, weights, table.edge_sender, table.edge_receiver)
+            summed = self.cueq_convolution(h, edge_sh, weights, sender, receiver)
         elif table.fill >= MIN_TABLE_FILL:
             summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
         else:  # very uneven neighbour counts: the padded table would waste memory, go edge by edge
-            messages = self.conv_tp(h[table.edge_sender], edge_sh, weights)  # [n_edges, mid.dim]
-            summed = scatter_sum(messages, table.edge_receiver, len(h))
+            messages = self.conv_tp(h[sender], edge_sh, weights)  # [n_edges, mid.dim]
+            summed = scatter_sum(messages, receiver, len(h))
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
@@ -221,8 +222,11 @@ class MACE(nn.Module):
         edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
         radial = self.radial(lengths)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
-        groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
-        table = NeighbourTable.build(inputs.sender, inputs.receiver, len(inputs.species))
+        if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
+            groups, table = None, None
+        else:
+            groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
+            table = NeighbourTable.build(inputs.sender, inputs.receiver, len(inputs.species))
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         features = []
@@ -231,7 +235,7 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(h, onehot, edge_sh, radial, table)  # a: [n_nodes, C, D]
+            a, skip = interaction(h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table)  # a: [n_nodes, C, D]
             h = linear(product(a, inputs.species, groups))
             if skip is not None:
                 h = h + skip
