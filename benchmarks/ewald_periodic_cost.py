@@ -28,25 +28,18 @@ from molnet.models import build_model
 from molnet.nn.ewald import reciprocal_lattice_vectors
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import liquid_box, molnet_commit  # noqa: E402  (the speed benchmark's structures and commit)
+
 WATER = HERE.parents[1] / "shared" / "data" / "longrange" / "water32" / "test.xyz"
 MODEL = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 5.0, "num_channels": 32, "max_L": 1, "max_ell": 2,
          "correlation": 3, "num_interactions": 2, "avg_num_neighbors": 20.0}
-
-
-def git_commit() -> str:
-    import subprocess
-
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
 
 
 def structure(n: int):
     if n in (96, 768):
         atoms = read(WATER, 0)
         return atoms if n == 96 else atoms.repeat(2)
-    sys.path.insert(0, str(HERE))
-    from run import liquid_box
-
     return liquid_box(max(1, round(n / 15)))[0]
 
 
@@ -85,7 +78,7 @@ def main() -> None:
                 "variant": name, "k_cutoff": k, "n_atoms": len(atoms), "dtype": args.dtype, "threads": args.threads,
                 "n_k_vectors": 0 if k is None else len(reciprocal_lattice_vectors(cell, k)[0]),
                 "median_s": medians[name], "overhead_over_local": medians[name] / medians["local"] - 1,
-                "molnet_commit": git_commit(),
+                "molnet_commit": molnet_commit(),
             }
             print(json.dumps(record))
             with open(HERE / "results" / "ewald.jsonl", "a") as fh:
