@@ -202,12 +202,13 @@ def _pair_convolution_paths(irreps_in: str, irreps_sh: str, irreps_out: str, ins
     x2 = torch.randn(n, ref.irreps_in2.dim, generator=gen, dtype=torch.float64)
     unit = torch.eye(num_paths, dtype=torch.float64)
     ref_slices, cue_slices = ref.irreps_out.slices(), other.irreps_out.slices()
+    cue_paths = [other(x1, x2, unit[q].expand(n, -1))[:, cue_slices[q]] for q in range(num_paths)]
     unused = set(range(num_paths))
     pairing, scales = [0] * num_paths, [0.0] * num_paths
     for p, (_, _, k) in enumerate(instructions):
         mine = ref(x1, x2, unit[p].expand(n, -1))[:, ref_slices[k]]
         for q in sorted(unused):
-            theirs = other(x1, x2, unit[q].expand(n, -1))[:, cue_slices[q]]
+            theirs = cue_paths[q]
             if theirs.shape != mine.shape or theirs.norm() == 0:
                 continue
             s = float((mine * theirs).sum() / (theirs * theirs).sum())
