@@ -19,7 +19,7 @@ import molnet
 from molnet.data import keys, read_dataset
 from molnet.models.inference import predict
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ethanol" / "test_dimers.xyz"
+DATA = Path(__file__).resolve().parents[1] / "data" / "ethanol" / "test_dimers.xyz"
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from molnet.data import keys, read_dataset
 from molnet.evaluate import evaluate_file
 from molnet.models.inference import predict
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "longrange" / "ionpair"
+DATA = Path(__file__).resolve().parents[1] / "data" / "longrange" / "ionpair"
 
 
 def main() -> None:

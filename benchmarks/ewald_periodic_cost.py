@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import liquid_box, molnet_commit  # noqa: E402  (the speed benchmark's structures and commit)
 
-WATER = HERE.parents[1] / "shared" / "data" / "longrange" / "water32" / "test.xyz"
+WATER = HERE.parents[0] / "data" / "longrange" / "water32" / "test.xyz"
 MODEL = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 5.0, "num_channels": 32, "max_L": 1, "max_ell": 2,
          "correlation": 3, "num_interactions": 2, "avg_num_neighbors": 20.0}
 

@@ -24,7 +24,7 @@ from molnet.evaluate import evaluate_file
 from molnet.models.inference import predict
 from molnet.models.io import read_metadata
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "longrange" / "water32"
+DATA = Path(__file__).resolve().parents[1] / "data" / "longrange" / "water32"
 
 
 def main() -> None:

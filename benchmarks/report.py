@@ -141,7 +141,7 @@ def accuracy_section(records: list[dict]) -> str:
     for r in sorted(records, key=lambda r: r["date"]):  # the newest record per seed wins
         # records of the stand-alone mace-torch script (before run.py accuracy) have no family
         model = "mace-torch" if r["package"] == "mace-torch" else f"molnet {r['family']}{mace_variant(r)}"
-        r.setdefault("train_file", "shared/data/acac/train_300K.xyz")
+        r.setdefault("train_file", "data/acac/train_300K.xyz")
         runs.setdefault((r["dataset"], r["epochs"], model), {})[r["seed"]] = r
 
     def cell(values: list[float]) -> str:

@@ -57,8 +57,7 @@ RESULTS = HERE / "results"
 WORKER = HERE / "worker.py"
 MACE_VENV = HERE / ".venv-mace"
 ACAC_TEST = ROOT / "molnet" / "data" / "bundled" / "acac" / "test.xyz"
-ACAC_TRAIN_SHARED = ROOT.parent / "shared" / "data" / "acac" / "train_300K.xyz"
-ACAC_TRAIN_BUNDLED = ROOT / "molnet" / "data" / "bundled" / "acac" / "train.xyz"
+ACAC_TRAIN = ROOT / "data" / "acac" / "train_300K.xyz"
 
 ELEMENTS = ["H", "C", "O"]
 #: Liquid acetylacetone at 25 °C (g/cm³) and its molar mass (g/mol).
@@ -184,7 +183,7 @@ def average_neighbors(r_max: float, frames: int = 50) -> float:
 
     from molnet.data.neighbors import neighbor_list
 
-    path = ACAC_TRAIN_SHARED if ACAC_TRAIN_SHARED.exists() else ACAC_TRAIN_BUNDLED
+    path = ACAC_TRAIN
     n_edges = n_nodes = 0
     for atoms in ase.io.read(path, index=f":{frames}"):
         nl = neighbor_list(atoms.positions, np.zeros((3, 3)), np.zeros(3, bool), r_max)
@@ -441,7 +440,7 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
     """Optimizer steps (energy+forces loss, Adam) per second on one fixed batch of AcAc configurations."""
     import ase.io
 
-    path = ACAC_TRAIN_SHARED if ACAC_TRAIN_SHARED.exists() else ACAC_TRAIN_BUNDLED
+    path = ACAC_TRAIN
     frames = ase.io.read(path, index=f":{args.batch_size}")
     for a in frames:
         a.calc = None
@@ -469,43 +468,32 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
             }, args)
 
 
-SHARED = ROOT.parent / "shared" / "data"
-BUNDLED = ROOT / "molnet" / "data" / "bundled"
+DATA = ROOT / "data"
 
-#: name → (train, test, isolated atoms): the issue's splits, read from ../shared/data.
+#: name → (train, test, isolated atoms): the issue's splits, read from data/.
 ACCURACY_SETS = {
-    "acac": (SHARED / "acac" / "train_300K.xyz", SHARED / "acac" / "test_MD_300K.xyz", SHARED / "acac" / "isolated_atoms.xyz"),
-    "acac600": (SHARED / "acac" / "train_600K.xyz", SHARED / "acac" / "test_MD_300K.xyz", SHARED / "acac" / "isolated_atoms.xyz"),
-    "ethanol": (SHARED / "ethanol" / "train.xyz", SHARED / "ethanol" / "test_MD.xyz", SHARED / "ethanol" / "isolated_atoms.xyz"),
-}
-#: Without ../shared (a bare clone), the bundled slices stand in (marked in the record).
-BUNDLED_SETS = {
-    "acac": (BUNDLED / "acac" / "train.xyz", BUNDLED / "acac" / "test.xyz", BUNDLED / "acac" / "isolated_atoms.xyz"),
-    "ethanol": (BUNDLED / "ethanol" / "train.xyz", BUNDLED / "ethanol" / "test.xyz", BUNDLED / "ethanol" / "isolated_atoms.xyz"),
+    "acac": (DATA / "acac" / "train_300K.xyz", DATA / "acac" / "test_MD_300K.xyz", DATA / "acac" / "isolated_atoms.xyz"),
+    "acac600": (DATA / "acac" / "train_600K.xyz", DATA / "acac" / "test_MD_300K.xyz", DATA / "acac" / "isolated_atoms.xyz"),
+    "ethanol": (DATA / "ethanol" / "train.xyz", DATA / "ethanol" / "test_MD.xyz", DATA / "ethanol" / "isolated_atoms.xyz"),
 }
 #: molnet families and the config that fixes each one's size (the data files are overridden).
 FAMILY_CONFIGS = {f: ROOT / "configs" / f"{f}_acac.yaml" for f in ("mace", "mpnn", "ponita", "csmpn")}
 
 
-def accuracy_files(name: str, tmp: Path, quick: bool) -> tuple[Path, Path, Path, bool]:
+def accuracy_files(name: str, tmp: Path, quick: bool) -> tuple[Path, Path, Path]:
     """Train/test/isolated files of a data set; ``--quick`` cuts them to 100 and 50 configurations."""
     import ase.io
 
-    files, bundled = ACCURACY_SETS[name], False
-    if not files[0].exists():
-        if name not in BUNDLED_SETS:
-            raise SystemExit(f"accuracy: {files[0]} is missing and {name!r} has no bundled stand-in")
-        log.warning("accuracy: %s is missing; using the bundled slice of %s", files[0], name)
-        files, bundled = BUNDLED_SETS[name], True
+    files = ACCURACY_SETS[name]
     if not quick:
-        return (*files, bundled)
+        return files
     cut = []
     for path, n in zip(files[:2], (100, 50)):
         frames = ase.io.read(path, index=f":{n}")
         out = tmp / f"{name}_{path.stem}_{n}.xyz"
         ase.io.write(out, frames, format="extxyz")
         cut.append(out)
-    return (*cut, files[2], bundled)
+    return (*cut, files[2])
 
 
 def run_logged(cmd: list[str], env: dict[str, str], log_path: Path) -> float:
@@ -572,7 +560,7 @@ def cmd_accuracy(args: argparse.Namespace, tmp: Path) -> None:
                 else:
                     result = train_molnet(family, files[:3], seed, args.epochs, workdir, args)
                 emit("accuracy", {
-                    "dataset": dataset, "bundled_stand_in": files[3], "seed": seed, "epochs": args.epochs,
+                    "dataset": dataset, "seed": seed, "epochs": args.epochs,
                     "train_file": _shown(files[0]), "test_file": _shown(files[1]), **result,
                 }, args)
 

@@ -40,7 +40,7 @@ from scipy.special import erfc
 
 from molnet.nn.ewald import reciprocal_lattice_vectors
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "longrange" / "water32"
+DATA = Path(__file__).resolve().parents[1] / "data" / "longrange" / "water32"
 COULOMB = 14.399645  # k_e in eV·Å/e²
 CHARGES = {"O": -0.834, "H": 0.417}
 ALPHA = 0.73097  # Å⁻¹, OpenMM's choice for these labels (README of the data set)

@@ -1,16 +1,47 @@
-"""Evaluate a model on a data file: metrics and a parity plot (``molnet eval``)."""
+"""Evaluate a model on a data file (``molnet eval``): metrics, a parity plot, per-structure predictions."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import ase.io
 import numpy as np
+import torch
+from ase import Atoms
 
 from molnet.data import keys, read_dataset, split_isolated_atoms
-from molnet.metrics import error_metrics
+from molnet.errors import DataError
+from molnet.metrics import ErrorSums
 from molnet.models.inference import predict
 from molnet.models.potential import Potential
 from molnet.plots import parity_plot
+
+log = logging.getLogger(__name__)
+
+#: Prefix of the predicted values in the file written by ``--predictions``.
+PREDICTION_PREFIX = "molnet_"
+
+
+def _has(configs: list[Atoms], key: str, container: str) -> np.ndarray:
+    return np.array([key in (a.info if container == "info" else a.arrays) for a in configs])
+
+
+def report_missing_targets(configs: list[Atoms], data: str | Path, key_names: dict[str, str]) -> dict[str, np.ndarray]:
+    """Which structures have each reference (``{"energy": mask [n], ...}``); logs what a file lacks."""
+    present = {
+        "energy": _has(configs, keys.REF_ENERGY, "info"),
+        "forces": _has(configs, keys.REF_FORCES, "arrays"),
+        "stress": _has(configs, keys.REF_STRESS, "info"),
+    }
+    for name, mask in present.items():
+        if name == "stress" and not any(a.pbc.all() for a in configs):
+            continue  # molecules have no stress to compare
+        if not mask.all():
+            where = "any structure" if not mask.any() else f"{int((~mask).sum())} of {len(mask)} structures"
+            log.warning("%s: no %s under the key %r in %s: %s metrics %s", data, name, key_names[name], where, name,
+                        "skipped" if not mask.any() else "over the others")
+    return present
 
 
 def evaluate_file(
@@ -22,22 +53,68 @@ def evaluate_file(
     forces_key: str = "forces",
     stress_key: str = "stress",
     progress: bool = True,
+    predictions: str | Path | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on the structures in ``data`` (isolated atoms are skipped)."""
-    _, configs = split_isolated_atoms(read_dataset(data, energy_key, forces_key, stress_key))
+    """Metrics of ``model`` on the structures in ``data`` (isolated atoms are skipped).
+
+    Structures without a reference energy, forces or stress count only in the metrics they
+    have references for (a warning says which). ``plot`` writes the parity panels that have
+    data; ``predictions`` writes an extxyz with the references under their own keys and the
+    model's values under ``molnet_energy``, ``molnet_forces``, ``molnet_energies`` (per atom)
+    and ``molnet_stress`` (eV, eV/Å, eV/Å³).
+    """
+    key_names = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
+    _, configs = split_isolated_atoms(read_dataset(data, energy_key, forces_key, stress_key, require=()))
+    if not configs:
+        raise DataError(f"{data}: holds only isolated atoms; nothing to evaluate")
+    present = report_missing_targets(configs, data, key_names)
     preds = predict(model, configs, batch_size=batch_size, progress=progress)
-    has_forces = all(keys.REF_FORCES in a.arrays for a in configs)
-    has_stress = all(keys.REF_STRESS in a.info for a in configs) and all("stress" in p for p in preds)
-    e_ref = np.array([a.info[keys.REF_ENERGY] for a in configs])
-    e_pred = np.array([p["energy"] for p in preds])
-    n_atoms = np.array([len(a) for a in configs])
-    f_ref = np.concatenate([a.arrays[keys.REF_FORCES] for a in configs]) if has_forces else None
-    f_pred = np.concatenate([p["forces"] for p in preds]) if has_forces else None
-    metrics = error_metrics(
-        e_pred, e_ref, n_atoms, f_pred, f_ref,
-        np.stack([p["stress"] for p in preds]) if has_stress else None,
-        np.stack([a.info[keys.REF_STRESS] for a in configs]) if has_stress else None,
+    errors = ErrorSums()
+    n_atoms = torch.tensor([len(a) for a in configs])
+    e_ref = torch.tensor([a.info.get(keys.REF_ENERGY, np.nan) for a in configs])
+    e_pred = torch.tensor([p["energy"] for p in preds])
+    atom_mask = torch.from_numpy(np.repeat(present["forces"], n_atoms.numpy()))
+    f_ref = torch.from_numpy(np.concatenate([a.arrays.get(keys.REF_FORCES, np.zeros((len(a), 3))) for a in configs]))
+    f_pred = torch.from_numpy(np.concatenate([p["forces"] for p in preds]))
+    has_stress = all("stress" in p for p in preds) and present["stress"].any()
+    errors.add(
+        e_pred, torch.nan_to_num(e_ref), n_atoms, torch.from_numpy(present["energy"]), f_pred, f_ref, atom_mask,
+        torch.from_numpy(np.stack([p["stress"] for p in preds])) if has_stress else None,
+        torch.from_numpy(np.stack([a.info.get(keys.REF_STRESS, np.zeros((3, 3))) for a in configs])) if has_stress else None,
+        torch.from_numpy(present["stress"]) if has_stress else None,
     )
-    if plot is not None:
-        parity_plot(e_ref, e_pred, n_atoms, f_ref, f_pred, plot)
+    metrics = errors.metrics()
+    if plot is not None and not (present["energy"].any() or atom_mask.any()):
+        log.warning("%s: no reference energies or forces; no parity plot written", data)
+    elif plot is not None:
+        e = present["energy"]
+        parity_plot(
+            e_ref.numpy()[e], e_pred.numpy()[e], n_atoms.numpy()[e],
+            f_ref.numpy()[atom_mask.numpy()], f_pred.numpy()[atom_mask.numpy()], plot,
+        )
+    if predictions is not None:
+        write_predictions(configs, preds, predictions, key_names)
     return metrics
+
+
+def write_predictions(configs: list[Atoms], preds: list[dict], path: str | Path, key_names: dict[str, str]) -> Path:
+    """Write each structure with its references (original keys) and the model's predictions (``molnet_*``)."""
+    out = []
+    for atoms, pred in zip(configs, preds):
+        a = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        a.info.update({k: v for k, v in atoms.info.items() if not k.startswith("REF_")})
+        if keys.REF_ENERGY in atoms.info:
+            a.info[key_names["energy"]] = atoms.info[keys.REF_ENERGY]
+        if keys.REF_STRESS in atoms.info:
+            a.info[key_names["stress"]] = atoms.info[keys.REF_STRESS]
+        if keys.REF_FORCES in atoms.arrays:
+            a.arrays[key_names["forces"]] = atoms.arrays[keys.REF_FORCES]
+        a.info[PREDICTION_PREFIX + "energy"] = pred["energy"]
+        a.arrays[PREDICTION_PREFIX + "forces"] = pred["forces"]
+        a.arrays[PREDICTION_PREFIX + "energies"] = pred["energies"]
+        if "stress" in pred:
+            a.info[PREDICTION_PREFIX + "stress"] = pred["stress"]
+        out.append(a)
+    path = Path(path)
+    ase.io.write(path, out, format="extxyz")
+    return path

@@ -24,14 +24,18 @@ def _parity(ax, ref, pred, label, unit):
 
 
 def parity_plot(energy_ref, energy_pred, n_atoms, forces_ref, forces_pred, path: str | Path) -> Path:
-    """Energy-per-atom and force-component parity plots side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    n_atoms = np.asarray(n_atoms)
-    _parity(axes[0], np.asarray(energy_ref) / n_atoms, np.asarray(energy_pred) / n_atoms, "energy per atom", "eV")
+    """Energy-per-atom and force-component parity plots side by side (only the panels with data)."""
+    panels = []
+    if len(energy_ref):
+        n_atoms = np.asarray(n_atoms)
+        panels.append((np.asarray(energy_ref) / n_atoms, np.asarray(energy_pred) / n_atoms, "energy per atom", "eV"))
     if forces_ref is not None and len(forces_ref):
-        _parity(axes[1], forces_ref, forces_pred, "force components", "eV/Å")
-    else:
-        axes[1].set_visible(False)
+        panels.append((forces_ref, forces_pred, "force components", "eV/Å"))
+    if not panels:
+        raise ValueError("parity_plot: no reference energies or forces to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        _parity(ax, *panel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -11,9 +11,10 @@ import csv
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -34,6 +35,25 @@ TRAINER_DEFAULTS = {
 }
 
 
+def run_callbacks(run_dir: Path, ema_decay: float | None) -> list[Callback]:
+    """Checkpoints and weight averaging of a run.
+
+    ``checkpoints/last.ckpt`` is rewritten after every epoch's validation (resume continues at
+    the next epoch); ``checkpoints/best.ckpt`` only when ``val_loss`` improves. Both are written
+    atomically by :class:`AtomicCheckpointIO`. With EMA, both hold the averaged weights.
+    """
+    folder = run_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=folder, filename="best", monitor="val_loss", save_top_k=1, enable_version_counter=False,
+                        save_on_train_epoch_end=False),
+        ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                        enable_version_counter=False, save_on_train_epoch_end=False),
+    ]
+    if ema_decay is not None:
+        callbacks.append(WarmupEMA(decay=ema_decay))
+    return callbacks
+
+
 class MolnetCLI(LightningCLI):
     """LightningCLI with molnet's run directory, checkpointing, EMA and logging defaults."""
 
@@ -44,13 +64,7 @@ class MolnetCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         run_dir = Path(self.config["run_dir"])
-        callbacks = [
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", save_top_k=1, save_last=True),
-            LearningRateMonitor(logging_interval="epoch"),
-        ]
-        if self.config["ema_decay"] is not None:
-            callbacks.append(WarmupEMA(decay=self.config["ema_decay"]))
-        self.trainer_defaults["callbacks"] = callbacks
+        self.trainer_defaults["callbacks"] = [*run_callbacks(run_dir, self.config["ema_decay"]), LearningRateMonitor(logging_interval="epoch")]
         return super().instantiate_trainer(
             logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
             default_root_dir=str(run_dir),
@@ -83,8 +97,32 @@ def learning_curve_from_csv(csv_path: Path, png_path: Path) -> Path | None:
     )
 
 
+#: Warnings that say nothing about the user's run: ``molnet train`` passes its own arguments to
+#: LightningCLI; molnet's ``configure_model`` builds the model from the data, it does not shard it;
+#: a deprecation inside Lightning's own code.
+IRRELEVANT_WARNINGS = (
+    r"LightningCLI's args parameter is intended to run from within Python",
+    r"You're using the WeightAveraging callback with a model that overrides the configure_model",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's warnings and tips that do not concern a molnet run; keep all others."""
+    for pattern in IRRELEVANT_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
+
+
 def main(argv: list[str] | None = None) -> int:
     from molnet.models import save_model
+
+    quiet_lightning()
 
     cli = MolnetCLI(
         PotentialModule,
@@ -104,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     test_metrics = {}
     if data.test_file:
         trainer.test(module, datamodule=data, verbose=False)
-        test_metrics = {"n_configs": len(data.graphs("test")), **module.test_metrics}
+        test_metrics = dict(module.test_metrics)
     if trainer.is_global_zero:
         summary = {
             "train_file": data.train_file, "valid_file": data.valid_file, "test_file": data.test_file,

@@ -49,7 +49,14 @@ class AtomicDataModule(pl.LightningDataModule):
         Test structures, evaluated after training (metrics.json); optional.
     isolated_atoms_file
         Single-atom reference energies (``config_type=isolated_atom``); isolated atoms inside
-        ``train_file`` are used too. Missing E0s are fitted by least squares.
+        ``train_file`` are used too.
+    isolated_atoms_energy_key
+        Key of the isolated atoms' energies (default: ``energy_key``).
+    e0s
+        ``isolated`` (isolated-atom energies; elements without one are fitted by least squares
+        when the training compositions determine them, refused otherwise), ``average`` (least
+        squares over the training set, minimum-norm when underdetermined, as mace-torch's
+        ``E0s="average"``) or explicit values ``{symbol: eV}``.
     train_index
         ASE index string to take a slice of ``train_file`` (e.g. ``":200"``).
     energy_key, forces_key, stress_key
@@ -64,6 +71,8 @@ class AtomicDataModule(pl.LightningDataModule):
         valid_file: str | None = None,
         test_file: str | None = None,
         isolated_atoms_file: str | None = None,
+        isolated_atoms_energy_key: str | None = None,
+        e0s: str | dict[str, float] = "isolated",
         train_index: str = ":",
         valid_fraction: float = 0.1,
         batch_size: int = 10,
@@ -102,7 +111,8 @@ class AtomicDataModule(pl.LightningDataModule):
             return
         e0s, train = split_isolated_atoms(self._read(self.train_file, self.hparams.train_index))
         if self.isolated_atoms_file:
-            extra, _ = split_isolated_atoms(read_dataset(self.isolated_atoms_file, require=("energy",)))
+            energy_key = self.hparams.isolated_atoms_energy_key or self.hparams.energy_key
+            extra, _ = split_isolated_atoms(read_dataset(self.isolated_atoms_file, energy_key, require=("energy",)))
             e0s = {**extra, **e0s}
         self.isolated_e0s = e0s
         if self.valid_file:
@@ -120,10 +130,10 @@ class AtomicDataModule(pl.LightningDataModule):
         present = {s for a in self._structures["train"] for s in a.get_chemical_symbols()}
         return sorted(present, key=lambda s: SYMBOL_TO_Z[s])
 
-    def statistics(self, elements: list[str], r_max: float) -> DatasetStatistics:
-        """E0s, avg_num_neighbors and force scale of the training set (computed once)."""
+    def statistics(self, elements: list[str], r_max: float, e0s: dict[str, float] | None = None) -> DatasetStatistics:
+        """E0s, avg_num_neighbors and force scale of the training set; ``e0s`` overrides ``data.e0s``."""
         self.setup()
-        return compute_statistics(self._structures["train"], elements, r_max, self.isolated_e0s)
+        return compute_statistics(self._structures["train"], elements, r_max, self.isolated_e0s, e0s or self.hparams.e0s)
 
     def check_elements(self, elements: list[str]) -> None:
         """Refuse data with elements the model does not have."""

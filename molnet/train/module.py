@@ -10,6 +10,7 @@ import torch
 
 from molnet.data import keys
 from molnet.errors import ConfigError, NonFiniteError
+from molnet.metrics import ErrorSums
 from molnet.models import Potential, build_model
 from molnet.train.losses import weighted_loss
 
@@ -84,7 +85,7 @@ class PotentialModule(pl.LightningModule):
         self.potential: Potential | None = None
         self.loss_weights = {"energy": energy_weight, "forces": forces_weight, "stress": stress_weight}
         self.stage_two_active = False  # saved in checkpoints: a resumed run stays in its stage
-        self._sums: dict[str, torch.Tensor] = {}
+        self._errors = ErrorSums()
         self.test_metrics: dict[str, float] = {}
 
     # -- model construction --------------------------------------------------------------------
@@ -106,7 +107,7 @@ class PotentialModule(pl.LightningModule):
             config.setdefault("elements", dm.elements())
             dm.check_elements(config["elements"])
             config.setdefault("r_max", 5.0)
-            stats = dm.statistics(config["elements"], config["r_max"])
+            stats = dm.statistics(config["elements"], config["r_max"], e0s=config.get("e0s"))
             config.setdefault("e0s", stats.e0s)
             config.setdefault("scale", stats.scale)
             config.setdefault("shift", stats.shift)
@@ -139,20 +140,14 @@ class PotentialModule(pl.LightningModule):
         return terms["total"]
 
     def _accumulate(self, batch, pred) -> None:
-        n_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs).to(pred[keys.ENERGY].dtype)
-        de = (pred[keys.ENERGY] - batch[keys.ENERGY]).detach() * (batch[keys.ENERGY_WEIGHT] > 0)
-        df = (pred[keys.FORCES] - batch[keys.FORCES]).detach() * (batch[keys.FORCES_WEIGHT][batch[keys.BATCH]] > 0)[:, None]
-        updates = {
-            "e_abs": de.abs().sum(), "e_sq": (de**2).sum(), "e_pa_abs": (de / n_atoms).abs().sum(),
-            "e_pa_sq": ((de / n_atoms) ** 2).sum(), "n_e": (batch[keys.ENERGY_WEIGHT] > 0).sum(),
-            "f_abs": df.abs().sum(), "f_sq": (df**2).sum(), "n_f": 3 * (batch[keys.FORCES_WEIGHT][batch[keys.BATCH]] > 0).sum(),
-        }
-        if keys.STRESS in pred:
-            ds = (pred[keys.STRESS] - batch[keys.STRESS]).detach() * (batch[keys.STRESS_WEIGHT] > 0)[:, None, None]
-            updates["s_abs"] = ds.abs().sum()
-            updates["n_s"] = 9 * (batch[keys.STRESS_WEIGHT] > 0).sum()
-        for k, v in updates.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v.to(torch.float64)
+        n_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
+        stress = keys.STRESS in pred
+        self._errors.add(
+            pred[keys.ENERGY], batch[keys.ENERGY], n_atoms, batch[keys.ENERGY_WEIGHT] > 0,
+            pred[keys.FORCES], batch[keys.FORCES], (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]],
+            pred[keys.STRESS] if stress else None, batch[keys.STRESS] if stress else None,
+            batch[keys.STRESS_WEIGHT] > 0 if stress else None,
+        )
 
     def _eval_step(self, batch, prefix: str):
         pred = self(batch, training=False)
@@ -167,35 +162,21 @@ class PotentialModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _epoch_metrics(self) -> dict[str, float]:
-        sums = {k: self.trainer.strategy.reduce(torch.as_tensor(v, device=self.device), reduce_op="sum") for k, v in self._sums.items()}
-        self._sums = {}
-        out: dict[str, float] = {}
-
-        def ratio(num, den, scale=1000.0, root=False):
-            if den not in sums or float(sums[den]) == 0:
-                return None
-            value = float(sums[num]) / float(sums[den])
-            return scale * (math.sqrt(value) if root else value)
-
-        for name, value in {
-            "energy_mae_meV": ratio("e_abs", "n_e"), "energy_rmse_meV": ratio("e_sq", "n_e", root=True),
-            "energy_per_atom_mae_meV": ratio("e_pa_abs", "n_e"), "energy_per_atom_rmse_meV": ratio("e_pa_sq", "n_e", root=True),
-            "forces_mae_meV_per_A": ratio("f_abs", "n_f"), "forces_rmse_meV_per_A": ratio("f_sq", "n_f", root=True),
-            "stress_mae_meV_per_A3": ratio("s_abs", "n_s") if "s_abs" in sums else None,
-        }.items():
-            if value is not None:
-                out[name] = value
-        return out
+        errors, self._errors = self._errors, ErrorSums()
+        errors.reduce(lambda v: self.trainer.strategy.reduce(v.to(self.device), reduce_op="sum"))
+        return errors.metrics()
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._epoch_metrics()
         for k, v in metrics.items():
-            self.log(f"val_{k}", v, sync_dist=False)
+            if k != "n_configs":
+                self.log(f"val_{k}", v, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._epoch_metrics()
         for k, v in self.test_metrics.items():
-            self.log(f"test_{k}", v, sync_dist=False)
+            if k != "n_configs":
+                self.log(f"test_{k}", v, sync_dist=False)
 
     # -- optimisation -----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

@@ -72,7 +72,9 @@ def test_statistics_and_split():
     stats = compute_statistics(configs, ["H", "C", "O"], 5.0, e0s)
     assert stats.e0s["H"] == pytest.approx(-13.568422178253735)
     assert 5 < stats.avg_num_neighbors < 15 and 0.3 < stats.scale < 3
-    fitted = compute_statistics(configs, ["H", "C", "O"], 5.0, None)
+    with pytest.raises(DataError, match=r"cannot be fitted: the training compositions determine only 1 combination\(s\) of 3.*data.e0s: average"):
+        compute_statistics(configs, ["H", "C", "O"], 5.0, None)
+    fitted = compute_statistics(configs, ["H", "C", "O"], 5.0, None, e0s="average")
     composition = {"H": 8, "C": 5, "O": 2}
     mean_e = np.mean([a.info["REF_energy"] for a in configs])
     assert sum(n * fitted.e0s[s] for s, n in composition.items()) == pytest.approx(mean_e, rel=1e-9)

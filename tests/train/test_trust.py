@@ -1,0 +1,146 @@
+"""Training you can trust, on six elements (CH3NH3+/CF3SO3-, data/longrange/ionpair): the loop's
+metrics equal an independent evaluation, last.ckpt is the last epoch, unidentifiable E0s are refused."""
+
+from pathlib import Path
+
+import ase.io
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import molnet
+from molnet.errors import DataError
+from molnet.evaluate import evaluate_file
+from molnet.train.cli import run_callbacks
+from molnet.train.datamodule import AtomicDataModule
+from molnet.train.module import PotentialModule
+
+IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
+TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
+EPOCHS = 6  # 36 EMA updates: the 31st (n=30) is where float32 rounding truncated index 3 (O) to 2
+
+
+@pytest.fixture(scope="module")
+def ionpair_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ionpair")
+    train, valid = folder / "train.xyz", folder / "valid.xyz"
+    ase.io.write(train, ase.io.read(IONPAIR / "train.xyz", ":30"))
+    ase.io.write(valid, ase.io.read(IONPAIR / "test.xyz", ":12"))
+    assert {s for a in ase.io.read(train, ":") for s in a.get_chemical_symbols()} == {"H", "C", "N", "O", "F", "S"}
+    return train, valid
+
+
+class Worsen(pl.Callback):
+    """From the second epoch on, kick the weights before each epoch: validation stops improving."""
+
+    def __init__(self):
+        self.final_weights: dict[str, torch.Tensor] = {}
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch >= 1:
+            with torch.no_grad():
+                generator = torch.Generator().manual_seed(trainer.current_epoch)
+                for p in module.parameters():
+                    p.add_(0.3 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+
+    def on_train_epoch_end(self, trainer, module):  # the trained (not averaged) weights
+        self.final_weights = {k: v.clone() for k, v in module.state_dict().items()}
+
+
+class Epochs(pl.Callback):
+    def __init__(self):
+        self.epochs, self.start_weights = [], None
+
+    def on_train_epoch_start(self, trainer, module):
+        self.epochs.append(trainer.current_epoch)
+        if self.start_weights is None:
+            self.start_weights = {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
+    pl.seed_everything(0)
+    train, valid = files
+    data = AtomicDataModule(train_file=str(train), valid_file=str(valid), isolated_atoms_file=str(IONPAIR / "isolated_atoms.xyz"),
+                            batch_size=5, valid_batch_size=5)
+    module = PotentialModule(model=TINY, dtype="float32", lr=0.01, scheduler="cosine")  # float32: as users train
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, max_epochs=max_epochs, num_sanity_val_steps=0,
+        callbacks=[*run_callbacks(run_dir, ema_decay), *callbacks],
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return trainer, module
+
+
+@pytest.mark.parametrize("ema_decay", [0.99, None], ids=["ema", "no-ema"])
+def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last_epoch(ionpair_files, tmp_path, ema_decay):
+    worsen = Worsen()
+    trainer, module = _fit(ionpair_files, tmp_path, ema_decay, EPOCHS, [worsen])
+    # the loop's last validation used the weights the run ends with (EMA: the average)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") and k != "val_loss"}
+    exported = molnet.load_model(molnet.save_model(module.potential, tmp_path / "model.safetensors"), dtype=None)
+    independent = evaluate_file(exported, ionpair_files[1], batch_size=5, progress=False)  # as `molnet eval` does
+    assert independent["n_configs"] == 12
+    for name in ("energy_mae_meV", "energy_rmse_meV", "energy_per_atom_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+        assert logged[f"val_{name}"] == pytest.approx(independent[name], rel=1e-6), name
+
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert best["epoch"] < EPOCHS - 1, "validation was meant to stop improving after the first epoch"
+    assert last["epoch"] == EPOCHS - 1
+    final = module.state_dict()
+    assert all(torch.equal(last["state_dict"][k], final[k]) for k in final)
+
+    resumed = Epochs()
+    _fit(ionpair_files, tmp_path, ema_decay, EPOCHS + 2, [resumed], ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))
+    assert resumed.epochs == [EPOCHS, EPOCHS + 1]
+    assert all(torch.equal(resumed.start_weights[k], worsen.final_weights[k]) for k in worsen.final_weights)
+
+
+def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_average(ionpair_files):
+    train, valid = ionpair_files
+
+    def fit(**data_kw):
+        data = AtomicDataModule(train_file=str(train), valid_file=str(valid), batch_size=10, **data_kw)
+        module = PotentialModule(model=TINY, dtype="float64")
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, max_epochs=1, inference_mode=False, limit_train_batches=1)
+        trainer.fit(module, datamodule=data)
+        return module.potential
+
+    with pytest.raises(DataError, match=r"E0s of \['H', 'C', 'N', 'O', 'F', 'S'\] cannot be fitted.*isolated_atoms_file.*data.e0s: average"):
+        fit()
+    model = fit(e0s="average")
+    assert torch.isfinite(model.e0s).all()
+    explicit = {"H": -11.0, "C": -50.0, "N": -74.0, "O": -100.0, "F": -130.0, "S": -90.0}
+    assert fit(e0s=explicit).e0s.tolist() == list(explicit.values())
+    # isolated-atom energies read from another key
+    alt = fit(isolated_atoms_file=str(IONPAIR / "isolated_atoms.xyz"), isolated_atoms_energy_key="energy_restricted")
+    assert float(alt.e0s[0]) == pytest.approx(-10.707211383283003)
+
+
+def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path, caplog):
+    from molnet.models import build_model
+    from molnet.models.inference import predict
+
+    model = build_model({**TINY, "elements": ["H", "C", "N", "O", "F", "S"]}, dtype=torch.float64)
+    frames = ase.io.read(ionpair_files[1], ":")
+    out = tmp_path / "pred.extxyz"
+    metrics = evaluate_file(model, ionpair_files[1], predictions=out, plot=tmp_path / "parity.png", progress=False)
+    written = ase.io.read(out, ":")
+    reference = predict(model, frames)
+    assert len(written) == len(frames) == metrics["n_configs"]
+    for a, ref, p in zip(written, frames, reference):
+        assert a.info["molnet_energy"] == pytest.approx(p["energy"], rel=1e-12)
+        assert a.arrays["molnet_forces"] == pytest.approx(p["forces"], abs=1e-7)  # extxyz keeps 8 decimals
+        assert a.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-12)  # reference kept
+    # a file without forces: said so, force metrics skipped, the energy panel alone plotted
+    bare = tmp_path / "noforces.xyz"
+    for a in frames:
+        a.calc = type(a.calc)(a, energy=a.get_potential_energy())
+    ase.io.write(bare, frames)
+    with caplog.at_level("WARNING"):
+        m = evaluate_file(model, bare, plot=tmp_path / "energy_only.png", progress=False)
+    assert "no forces under the key 'forces' in any structure" in caplog.text
+    assert "forces_mae_meV_per_A" not in m and m["energy_mae_meV"] == pytest.approx(metrics["energy_mae_meV"], rel=1e-12)
+    assert (tmp_path / "energy_only.png").is_file()
