@@ -1,4 +1,4 @@
-"""The ``molnet`` command: train, eval, md, export, models, demo."""
+"""The ``molnet`` command: train, eval, md, driver, export, models, demo."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_file(
         model, args.data, batch_size=args.batch_size, plot=args.plot,
         energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
-        progress=not args.json,
+        progress=not args.json, predictions=args.predictions,
     )
     if args.json:
         print(json.dumps(metrics))
@@ -39,6 +39,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Console().print(table)
     if args.plot:
         log.info("parity plot written to %s", args.plot)
+    if args.predictions:
+        log.info("per-structure predictions written to %s (molnet_energy, molnet_forces, molnet_stress)", args.predictions)
     return 0
 
 
@@ -66,6 +68,23 @@ def cmd_md(args: argparse.Namespace) -> int:
         log.info("energy/temperature trace written to %s", args.plot)
     if args.trajectory:
         log.info("trajectory written to %s", args.trajectory)
+    return 0
+
+
+def cmd_driver(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from molnet.calculators import MolNetCalculator
+    from molnet.calculators.ipi import check_species, connect, serve
+
+    structure = read(args.structure, index=args.frame)
+    calculator = MolNetCalculator(model=args.model, dtype=args.dtype, device=args.device)
+    check_species(calculator, structure)
+    where = f"Unix socket /tmp/ipi_{args.unix}" if args.unix else f"{args.host}:{args.port}"
+    log.info("i-PI driver: %s for %s (%d atoms), connecting to %s", args.model, args.structure, len(structure), where)
+    client = connect(unixsocket=args.unix, host=args.host, port=args.port, timeout=args.timeout)
+    steps = serve(calculator, structure, client)
+    log.info("server closed the connection after %d force evaluations; driver done", steps)
     return 0
 
 
@@ -114,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="extxyz / ASE db file with reference energies and forces")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, help="write an energy/force parity plot (PNG)")
+    p.add_argument("--predictions", default=None, help="write an extxyz with the references and the model's molnet_energy/forces/stress per structure")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--energy-key", default="energy")
@@ -139,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cueq", action="store_true", help="mace models: evaluate with NVIDIA cuequivariance (pip install 'molnet[cueq]'; same numbers, CUDA kernels on a GPU)")
     p.add_argument("--compile", action="store_true", help="evaluate the model through torch.compile (same numbers; pays off for long runs of a few hundred atoms and more)")
     p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("driver", help="serve energies, forces and virial to an i-PI-protocol server (i-PI, ASE SocketIOCalculator, CP2K)")
+    p.add_argument("--model", required=True, help="pretrained name, model file or URL")
+    p.add_argument("--structure", required=True, help="structure file giving the species (the protocol sends only positions and cell)")
+    p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", default=None, help="Unix socket NAME (/tmp/ipi_NAME, i-PI's convention)")
+    where.add_argument("--port", type=int, default=None, help="TCP port of the server")
+    p.add_argument("--host", default="localhost", help="TCP host of the server")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server to come up")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
+    p.set_defaults(func=cmd_driver)
 
     p = sub.add_parser("export", help="write a training checkpoint as a safetensors model file")
     p.add_argument("--checkpoint", required=True)
@@ -171,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         _setup_logging(args.log_level)
         return args.func(args)
-    except MolnetError as exc:
+    except (MolnetError, ConnectionError) as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
 
