@@ -13,9 +13,7 @@ from torch_geometric.data import Batch
 from molnet.data import AtomicGraph, keys
 from molnet.errors import InputError
 from molnet.models.potential import Potential
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
+from molnet.nn.dtypes import resolve_dtype
 
 class MolNetCalculator(Calculator):
     """ASE calculator wrapping a molnet :class:`~molnet.models.Potential`.
@@ -51,11 +49,9 @@ class MolNetCalculator(Calculator):
 
     def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, compile: bool = False, cueq: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
-        self.torch_dtype = DTYPES[dtype]
+        self.torch_dtype = resolve_dtype(dtype)
         if isinstance(model, Potential):
             self.model = model.to(device=device, dtype=self.torch_dtype).eval()
         else:

@@ -17,3 +17,18 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(previous)
+
+
+#: The floating-point precisions molnet models run in, by name.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or the torch dtype itself) → ``torch.dtype``; anything else is a :class:`ConfigError`."""
+    from molnet.errors import ConfigError
+
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
