@@ -144,6 +144,16 @@ def split_isolated_atoms(configs: Sequence[Atoms]) -> tuple[dict[int, float], li
     return e0s, rest
 
 
+def read_isolated_atoms(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
+    """``{Z: E0 in eV}`` from a file of single-atom frames (``config_type`` need not be set)."""
+    e0s: dict[int, float] = {}
+    for i, atoms in enumerate(read_dataset(path, energy_key, require=("energy",))):
+        if len(atoms) != 1:
+            raise DataError(f"{path}, frame {i}: an isolated-atoms file holds single atoms; this frame has {len(atoms)}")
+        e0s[int(atoms.numbers[0])] = float(atoms.info[keys.REF_ENERGY])
+    return e0s
+
+
 def random_split(
     configs: Sequence[Atoms], valid_fraction: float, seed: int = 0
 ) -> tuple[list[Atoms], list[Atoms]]:

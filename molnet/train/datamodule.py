@@ -13,6 +13,7 @@ from torch.utils.data import Sampler
 from torch_geometric.loader import DataLoader
 
 from molnet.data import AtomicGraph, bundled_path, compute_statistics, random_split, read_dataset, split_isolated_atoms
+from molnet.data.datasets import read_isolated_atoms
 from molnet.data.statistics import DatasetStatistics
 from molnet.errors import ConfigError, DataError
 
@@ -48,8 +49,8 @@ class AtomicDataModule(pl.LightningDataModule):
     test_file
         Test structures, evaluated after training (metrics.json); optional.
     isolated_atoms_file
-        Single-atom reference energies (``config_type=isolated_atom``); isolated atoms inside
-        ``train_file`` are used too.
+        Single-atom reference energies (every frame a single atom); isolated atoms inside
+        ``train_file`` (``config_type=isolated_atom``) are used too.
     isolated_atoms_energy_key
         Key of the isolated atoms' energies (default: ``energy_key``).
     e0s
@@ -111,8 +112,7 @@ class AtomicDataModule(pl.LightningDataModule):
             return
         e0s, train = split_isolated_atoms(self._read(self.train_file, self.hparams.train_index))
         if self.isolated_atoms_file:
-            energy_key = self.hparams.isolated_atoms_energy_key or self.hparams.energy_key
-            extra, _ = split_isolated_atoms(read_dataset(self.isolated_atoms_file, energy_key, require=("energy",)))
+            extra = read_isolated_atoms(self.isolated_atoms_file, self.hparams.isolated_atoms_energy_key or self.hparams.energy_key)
             e0s = {**extra, **e0s}
         self.isolated_e0s = e0s
         if self.valid_file:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -81,3 +83,15 @@ def test_statistics_and_split():
     train, valid = random_split(configs, 0.2, seed=1)
     assert len(valid) == 10 and len(train) == 40
     assert random_split(configs, 0.2, seed=1)[1][0] is valid[0]
+
+
+def test_isolated_atoms_file_needs_no_config_type(tmp_path):
+    from molnet.data.datasets import read_isolated_atoms
+
+    root = Path(__file__).parents[2] / "data" / "3bpa" / "iso_atoms.xyz"  # single atoms without config_type
+    e0s = read_isolated_atoms(root)
+    assert sorted(e0s) == [1, 6, 7, 8] and e0s[1] == pytest.approx(-13.587222780835477)
+    bad = tmp_path / "two.xyz"
+    bad.write_text('2\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc="F F F"\nH 0 0 0\nH 0 0 0.7\n')
+    with pytest.raises(DataError, match=r"two.xyz, frame 0: an isolated-atoms file holds single atoms; this frame has 2"):
+        read_isolated_atoms(bad)
