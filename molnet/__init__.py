@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from molnet import models  # noqa: E402
-from molnet.models.inference import predict  # noqa: E402
-from molnet.models.io import save_model  # noqa: E402
+from molnet import models
+from molnet._version import __version__
+from molnet.models.inference import predict
+from molnet.models.io import save_model
 
 
 def load_model(name_or_path, dtype=None, device="cpu"):

@@ -7,8 +7,6 @@ unpickled, so a model file cannot run code.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import molnet
+from molnet._version import __version__
+from molnet.atomic_write import atomic_path
 from molnet.errors import ConfigError, ModelFileError
 from molnet.models.potential import Potential
 from molnet.models.registry import build_model
@@ -43,19 +42,13 @@ def save_model(model: Potential, path: str | Path, training: dict[str, Any] | No
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
-        "molnet_version": molnet.__version__,
+        "molnet_version": __version__,
         "dtype": str(model.dtype).replace("torch.", ""),
         "config": json.dumps(config),
         "training": json.dumps(training or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -84,7 +77,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: invalid format_version {metadata.get('format_version')!r}") from exc
     if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{path}: model file format {version} is newer than this molnet ({molnet.__version__}) reads "
+            f"{path}: model file format {version} is newer than this molnet ({__version__}) reads "
             f"(format {FORMAT_VERSION}); upgrade molnet"
         )
     try:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from molnet.atomic_write import atomic_path
 from molnet.errors import ModelFileError
 from molnet.models.io import load_model_file
 from molnet.models.potential import Potential
@@ -73,22 +73,17 @@ def download(url: str, sha256: str | None, name: str | None = None) -> Path:
     target = cache_dir() / (f"{sha256[:16]}-{filename}" if sha256 else filename)
     if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
-            shutil.copyfileobj(response, out)
-        got = sha256_of(tmp)
-        if sha256 is not None and got != sha256:
-            raise ModelFileError(
-                f"{url}: checksum mismatch (expected sha256 {sha256}, got {got}); the download was deleted"
-            )
-        os.replace(tmp, target)
+        with atomic_path(target, suffix=".part") as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+                shutil.copyfileobj(response, out)
+            got = sha256_of(tmp)
+            if sha256 is not None and got != sha256:
+                raise ModelFileError(
+                    f"{url}: checksum mismatch (expected sha256 {sha256}, got {got}); the download was deleted"
+                )
     except OSError as exc:
         raise ModelFileError(f"{url}: download failed: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("downloaded %s to %s", url, target)
     return target
 
