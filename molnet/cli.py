@@ -1,4 +1,4 @@
-"""The ``molnet`` command: train, eval, md, driver, export, models, demo."""
+"""The ``molnet`` command: train, eval, md, driver, preprocess, import-mace, export, models, demo."""
 
 from __future__ import annotations
 
@@ -88,6 +88,33 @@ def cmd_driver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from molnet.data.preprocess import preprocess
+
+    path = preprocess(
+        args.data, args.out, r_max=args.r_max, workers=args.workers, append=args.append,
+        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
+        energy_unit=args.energy_unit, length_unit=args.length_unit, require=args.require,
+    )
+    log.info("data set written to %s; train with --data.train_file %s", path, path)
+    return 0
+
+
+def cmd_import_mace(args: argparse.Namespace) -> int:
+    import torch
+
+    from molnet.interop import import_mace
+    from molnet.models.io import save_model
+
+    model = import_mace(args.model, head=args.head, basis=args.basis, dtype=getattr(torch, args.dtype))
+    path = save_model(model, args.output)
+    log.info("%s → %s: %s, elements %s, r_max %.2f Å (sha256 of the source %s)", args.model, path, model.config["name"],
+             " ".join(model.elements), model.r_max, model.provenance["source_sha256"][:12])
+    if "licence" in model.provenance:
+        log.warning("licence: %s", model.provenance["licence"])
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from molnet.train.export import export_checkpoint
 
@@ -172,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     p.set_defaults(func=cmd_driver)
+
+    p = sub.add_parser("preprocess", help="write extxyz / ASE db files (globs) to one on-disk data set for lazy training")
+    p.add_argument("--data", action="append", required=True, help="file or glob (quote it); repeat for more")
+    p.add_argument("--out", required=True, help="data set to write (HDF5)")
+    p.add_argument("--r_max", type=float, default=5.0, help="cutoff (Å) at which neighbour counts are stored; the model's r_max")
+    p.add_argument("--workers", type=int, default=1, help="parallel reader processes")
+    p.add_argument("--append", action="store_true", help="add the files to an existing data set")
+    p.add_argument("--energy_key", default="energy")
+    p.add_argument("--forces_key", default="forces")
+    p.add_argument("--stress_key", default="stress")
+    p.add_argument("--energy_unit", default="eV", help="eV, meV, Hartree, Ry, kcal/mol, kJ/mol")
+    p.add_argument("--length_unit", default="Å", help="Å, Bohr, nm")
+    p.add_argument("--require", nargs="*", default=["energy", "forces"], help="targets every structure must have")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("import-mace", help="convert a mace-torch .model file (trusted; nothing in it runs) into a molnet model file")
+    p.add_argument("model", help="mace-torch model file (torch.save of a MACE / ScaleShiftMACE)")
+    p.add_argument("-o", "--output", required=True, help="molnet model file to write (.safetensors)")
+    p.add_argument("--head", default=None, help="readout head to keep (single-head models only)")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--basis", default="reduced", choices=["reduced", "coupled"], help="molnet's symmetric-contraction basis (same numbers)")
+    p.set_defaults(func=cmd_import_mace)
 
     p = sub.add_parser("export", help="write a training checkpoint as a safetensors model file")
     p.add_argument("--checkpoint", required=True)

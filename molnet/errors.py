@@ -34,3 +34,11 @@ class ModelFileError(MolnetError, ValueError):
 
 class NonFiniteError(MolnetError, FloatingPointError):
     """A model produced NaN or infinite energies, forces or stress."""
+
+
+class UnsafeModelFileError(ModelFileError):
+    """A pickled model file names code outside the allowlist of classes such files hold."""
+
+
+class UnsupportedModelError(ModelFileError):
+    """A foreign model file uses a feature molnet cannot represent (named in the message)."""

@@ -10,6 +10,7 @@ from ase import Atoms
 import ase.io
 
 from molnet.data import keys
+from molnet.data.units import unit_factors
 from molnet.errors import DataError
 
 #: Targets that read_dataset knows; the names are those of the ``require`` argument.
@@ -45,19 +46,27 @@ def extract_targets(
     stress_key: str = "stress",
     require: Iterable[str] = ("energy",),
     where: str = "structure",
+    energy_unit: str = "eV",
+    length_unit: str = "Å",
 ) -> Atoms:
     """Return a copy of ``atoms`` with its reference values stored under the ``REF_*`` keys.
 
     Values are read from ``atoms.info`` (energy, stress), ``atoms.arrays`` (forces) or an
     attached SinglePointCalculator (ASE >= 3.23 moves ``energy``/``forces``/``stress`` there).
-    Raises :class:`DataError` naming ``where`` when a required target is missing or malformed.
+    Positions, cell and targets in ``energy_unit``/``length_unit`` (:mod:`molnet.data.units`)
+    are converted to eV and Å. Raises :class:`DataError` naming ``where`` when a required
+    target is missing or malformed.
     """
+    e_unit, l_unit = unit_factors(energy_unit, length_unit)
     require = set(require)
     unknown = require - set(TARGETS)
     if unknown:
         raise DataError(f"unknown required target(s) {sorted(unknown)}; choose from {TARGETS}")
     out = atoms.copy()
     out.calc = None
+    if l_unit != 1.0:
+        out.set_cell(out.cell[:] * l_unit, scale_atoms=False)
+        out.positions = out.positions * l_unit
     n = len(atoms)
     energy = _lookup(atoms, energy_key, "info")
     forces = _lookup(atoms, forces_key, "arrays")
@@ -75,7 +84,7 @@ def extract_targets(
             raise DataError(f"{where}: energy {energy!r} under key {energy_key!r} is not a number") from exc
         if not np.isfinite(energy):
             raise DataError(f"{where}: energy under key {energy_key!r} is {energy}")
-        out.info[keys.REF_ENERGY] = energy
+        out.info[keys.REF_ENERGY] = energy * e_unit
     if forces is not None:
         forces = np.asarray(forces, dtype=np.float64)
         if forces.shape != (n, 3):
@@ -84,9 +93,9 @@ def extract_targets(
             )
         if not np.isfinite(forces).all():
             raise DataError(f"{where}: forces under key {forces_key!r} contain NaN or infinite values")
-        out.arrays[keys.REF_FORCES] = forces
+        out.arrays[keys.REF_FORCES] = forces * (e_unit / l_unit)
     if stress is not None:
-        out.info[keys.REF_STRESS] = _as_stress_matrix(stress, where)
+        out.info[keys.REF_STRESS] = _as_stress_matrix(stress, where) * (e_unit / l_unit**3)
     for k in (energy_key, stress_key):
         out.info.pop(k, None)
     if forces_key in out.arrays:
@@ -101,13 +110,16 @@ def read_dataset(
     stress_key: str = "stress",
     require: Iterable[str] = ("energy",),
     index: str = ":",
+    energy_unit: str = "eV",
+    length_unit: str = "Å",
 ) -> list[Atoms]:
     """Read reference structures from ``path`` (extxyz, ASE db, or any format ASE reads).
 
     Each returned :class:`ase.Atoms` carries its targets under the ``REF_*`` keys of
     :mod:`molnet.data.keys`, ready for :meth:`AtomicGraph.from_atoms`. ``require`` lists the
     targets every frame must have (``"energy"``, ``"forces"``, ``"stress"``); a missing one
-    raises :class:`DataError` naming the file and frame. Isolated atoms
+    raises :class:`DataError` naming the file and frame. Values in other units are converted
+    (``energy_unit``, ``length_unit``: :mod:`molnet.data.units`). Isolated atoms
     (``config_type=isolated_atom``) are kept; separate them with :func:`split_isolated_atoms`.
     """
     path = Path(path)
@@ -122,7 +134,8 @@ def read_dataset(
     if len(frames) == 0:
         raise DataError(f"{path}: contains no structures")
     return [
-        extract_targets(a, energy_key, forces_key, stress_key, require, where=f"{path}, frame {i}")
+        extract_targets(a, energy_key, forces_key, stress_key, require, where=f"{path}, frame {i}",
+                        energy_unit=energy_unit, length_unit=length_unit)
         for i, a in enumerate(frames)
     ]
 
@@ -144,10 +157,10 @@ def split_isolated_atoms(configs: Sequence[Atoms]) -> tuple[dict[int, float], li
     return e0s, rest
 
 
-def read_isolated_atoms(path: str | Path, energy_key: str = "energy") -> dict[int, float]:
+def read_isolated_atoms(path: str | Path, energy_key: str = "energy", energy_unit: str = "eV") -> dict[int, float]:
     """``{Z: E0 in eV}`` from a file of single-atom frames (``config_type`` need not be set)."""
     e0s: dict[int, float] = {}
-    for i, atoms in enumerate(read_dataset(path, energy_key, require=("energy",))):
+    for i, atoms in enumerate(read_dataset(path, energy_key, require=("energy",), energy_unit=energy_unit)):
         if len(atoms) != 1:
             raise DataError(f"{path}, frame {i}: an isolated-atoms file holds single atoms; this frame has {len(atoms)}")
         e0s[int(atoms.numbers[0])] = float(atoms.info[keys.REF_ENERGY])

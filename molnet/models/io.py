@@ -30,7 +30,8 @@ _PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x
 def save_model(model: Potential, path: str | Path, training: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` (atomically: a temporary file renamed into place).
 
-    ``training`` is an optional JSON-serialisable summary (data, metrics) stored with the model.
+    ``training`` is an optional JSON-serialisable summary (data, metrics) stored with the model;
+    the model's ``provenance`` (e.g. of an imported mace-torch model) is stored too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,7 @@ def save_model(model: Potential, path: str | Path, training: dict[str, Any] | No
         "dtype": str(model.dtype).replace("torch.", ""),
         "config": json.dumps(config),
         "training": json.dumps(training or {}),
+        "provenance": json.dumps(getattr(model, "provenance", None) or {}),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
@@ -85,6 +87,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             **metadata,
             "config": json.loads(metadata["config"]),
             "training": json.loads(metadata.get("training", "{}")),
+            "provenance": json.loads(metadata.get("provenance", "{}")),
         }
     except (KeyError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: the model configuration in the metadata is missing or not JSON") from exc
@@ -116,4 +119,5 @@ def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: 
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match the stored configuration: {exc}") from exc
     model.training_summary = meta["training"]
+    model.provenance = meta["provenance"]
     return model.to(device).eval()

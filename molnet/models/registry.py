@@ -91,11 +91,11 @@ def build_model(config: dict[str, Any], dtype: torch.dtype | None = None) -> Pot
         raise ConfigError(f"'elements' must be distinct chemical symbols; got {list(elements)}")
     hyper = family_config(config)
     _, body_cls = FAMILIES[config["name"]]()
-    with default_dtype(dtype or torch.get_default_dtype()):
-        body = body_cls(len(elements), hyper)
     full = {"name": config["name"], "elements": list(elements), **dataclasses.asdict(hyper)}
     for k in ("e0s", "scale", "shift"):
         if k in config:
             full[k] = config[k]
-    model = Potential(body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0))
+    with default_dtype(dtype or torch.get_default_dtype()):  # E0s, scale and shift too: no float32 rounding
+        body = body_cls(len(elements), hyper)
+        model = Potential(body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0))
     return model.to(dtype or torch.get_default_dtype())

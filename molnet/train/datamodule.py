@@ -1,20 +1,31 @@
-"""The data side of training: reading, splitting, statistics and loaders of atomic graphs."""
+"""The data side of training: reading, splitting, statistics and loaders of atomic graphs.
+
+Each split comes either from extxyz / ASE db files, read into memory and turned into graphs once,
+or from an on-disk data set written by ``molnet preprocess`` (:mod:`molnet.data.ondisk`), read
+lazily one structure at a time in the DataLoader workers, so that memory does not grow with
+the number of structures. Under DDP, Lightning's distributed sampler gives each rank its share
+of the indices; no rank reads the others'.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers as SYMBOL_TO_Z
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 from torch_geometric.loader import DataLoader
 
-from molnet.data import AtomicGraph, bundled_path, compute_statistics, random_split, read_dataset, split_isolated_atoms
+from molnet.data import AtomicGraph, bundled_path, random_split, read_dataset, split_isolated_atoms
 from molnet.data.datasets import read_isolated_atoms
-from molnet.data.statistics import DatasetStatistics
+from molnet.data.ondisk import OnDiskDataset, is_dataset
+from molnet.data.statistics import DatasetStatistics, StatisticsAccumulator, accumulate
+from molnet.data.units import canonical_units
 from molnet.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -37,17 +48,33 @@ class EpochSeededSampler(Sampler[int]):
         return self.n
 
 
+class GraphList(Dataset):
+    """Structures held in memory, turned into graphs once (at the first epoch)."""
+
+    def __init__(self, structures: Sequence[Atoms], r_max: float, dtype: torch.dtype, where: str) -> None:
+        self.structures = list(structures)
+        self.graphs = [AtomicGraph.from_atoms(a, r_max, dtype=dtype, where=f"{where} structure {i}") for i, a in enumerate(structures)]
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, item: int) -> AtomicGraph:
+        return self.graphs[item]
+
+
 class AtomicDataModule(pl.LightningDataModule):
     """Training, validation and test sets of atomic structures.
 
     Parameters
     ----------
     train_file
-        extxyz / ASE db with the training structures (default: the bundled AcAc set).
+        extxyz / ASE db with the training structures, or a data set written by ``molnet
+        preprocess`` (read lazily); default: the bundled AcAc set.
     valid_file
-        Validation structures; when absent, ``valid_fraction`` of the training file is held out.
+        Validation structures (file or data set); when absent, ``valid_fraction`` of the
+        training structures is held out.
     test_file
-        Test structures, evaluated after training (metrics.json); optional.
+        Test structures (file or data set), evaluated after training (metrics.json); optional.
     isolated_atoms_file
         Single-atom reference energies (every frame a single atom); isolated atoms inside
         ``train_file`` (``config_type=isolated_atom``) are used too.
@@ -59,11 +86,19 @@ class AtomicDataModule(pl.LightningDataModule):
         squares over the training set, minimum-norm when underdetermined, as mace-torch's
         ``E0s="average"``) or explicit values ``{symbol: eV}``.
     train_index
-        ASE index string to take a slice of ``train_file`` (e.g. ``":200"``).
+        ASE index string to take a slice of an extxyz ``train_file`` (e.g. ``":200"``).
     energy_key, forces_key, stress_key
         Names of the targets in the files.
+    energy_unit, length_unit
+        Units of the files (``eV``, ``Hartree``, ``kcal/mol``, ``kJ/mol``; ``Å``, ``Bohr``):
+        converted on read to eV and Å. A data set written from other units is refused.
+    config_type_weights
+        Loss weight per ``config_type`` (as mace-torch's ``config_type_weights``), multiplying
+        each structure's own weight.
     require
         Targets every training frame must have.
+    num_workers
+        DataLoader worker processes (graphs of an on-disk data set are built in them).
     """
 
     def __init__(
@@ -82,6 +117,9 @@ class AtomicDataModule(pl.LightningDataModule):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
+        energy_unit: str = "eV",
+        length_unit: str = "Å",
+        config_type_weights: dict[str, float] | None = None,
         require: list[str] = ["energy", "forces"],  # noqa: B006 - a plain list for LightningCLI
         seed: int = 0,
     ) -> None:
@@ -91,79 +129,160 @@ class AtomicDataModule(pl.LightningDataModule):
             train_file = str(bundled_path("acac", "train"))
             isolated_atoms_file = isolated_atoms_file or str(bundled_path("acac", "isolated_atoms"))
             test_file = test_file or str(bundled_path("acac", "test"))
-        self.train_file, self.valid_file, self.test_file = train_file, valid_file, test_file
+        self.files = {"train": train_file, "valid": valid_file, "test": test_file}
         self.isolated_atoms_file = isolated_atoms_file
         for name, path in (("train_file", train_file), ("valid_file", valid_file), ("test_file", test_file), ("isolated_atoms_file", isolated_atoms_file)):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"data.{name}: no such file {path!r}")
+        self.units = canonical_units(energy_unit, length_unit)
         self.r_max: float | None = None
         self.dtype = torch.float32
-        self._structures: dict[str, list[Atoms]] = {}
-        self._graphs: dict[str, list[AtomicGraph]] = {}
+        self._sources: dict[str, list[Atoms] | OnDiskDataset] = {}
+        self._datasets: dict[str, Dataset] = {}
         self.isolated_e0s: dict[int, float] = {}
 
+    @property
+    def train_file(self) -> str:
+        return self.files["train"]
+
+    @property
+    def valid_file(self) -> str | None:
+        return self.files["valid"]
+
+    @property
+    def test_file(self) -> str | None:
+        return self.files["test"]
+
+    def configure(self, r_max: float, dtype: torch.dtype) -> None:
+        """Set the cutoff (Å) and dtype of the graphs; called by the training module with its model's."""
+        if self._datasets and (r_max, dtype) != (self.r_max, self.dtype):
+            raise ConfigError(f"the data were already built with r_max {self.r_max} and {self.dtype}, not {r_max} and {dtype}")
+        self.r_max, self.dtype = float(r_max), dtype
+
     # -- reading ---------------------------------------------------------------------------------
-    def _read(self, path: str, index: str = ":") -> list[Atoms]:
-        h = self.hparams
-        return read_dataset(path, h.energy_key, h.forces_key, h.stress_key, require=h.require, index=index)
+    def _open(self, split: str) -> list[Atoms] | OnDiskDataset:
+        """The structures of a split's file: in memory (extxyz, db) or an on-disk data set."""
+        h, path = self.hparams, self.files[split]
+        if is_dataset(path):
+            dataset = OnDiskDataset(path, r_max=0.0, config_type_weights=h.config_type_weights)
+            if dataset.info["units"] != self.units:
+                raise ConfigError(
+                    f"data.{split}_file {path}: the data set was converted from {dataset.info['units']}, but the "
+                    f"configuration declares {self.units}; set data.energy_unit/length_unit to match"
+                )
+            return dataset
+        index = h.train_index if split == "train" else ":"
+        structures = read_dataset(path, h.energy_key, h.forces_key, h.stress_key, require=h.require, index=index,
+                                  energy_unit=h.energy_unit, length_unit=h.length_unit)
+        for atoms in structures:
+            weight = (h.config_type_weights or {}).get(str(atoms.info.get("config_type", "Default")), 1.0)
+            atoms.info["REF_weight"] = float(atoms.info.get("REF_weight", 1.0)) * weight
+        return structures
 
     def setup(self, stage: str | None = None) -> None:
-        if self._structures:
+        if self._sources:
             return
-        e0s, train = split_isolated_atoms(self._read(self.train_file, self.hparams.train_index))
+        train = self._open("train")
+        e0s: dict[int, float] = {}
+        if isinstance(train, OnDiskDataset):
+            e0s = {int(z): e for z, e in train.info["isolated_e0s"].items()}
+        else:
+            e0s, train = split_isolated_atoms(train)
         if self.isolated_atoms_file:
-            extra = read_isolated_atoms(self.isolated_atoms_file, self.hparams.isolated_atoms_energy_key or self.hparams.energy_key)
-            e0s = {**extra, **e0s}
+            energy_key = self.hparams.isolated_atoms_energy_key or self.hparams.energy_key
+            e0s = {**read_isolated_atoms(self.isolated_atoms_file, energy_key, self.hparams.energy_unit), **e0s}
         self.isolated_e0s = e0s
-        if self.valid_file:
-            valid = split_isolated_atoms(self._read(self.valid_file))[1]
+        if self.files["valid"]:
+            valid = self._open("valid")
+            if not isinstance(valid, OnDiskDataset):
+                valid = split_isolated_atoms(valid)[1]
+        elif isinstance(train, OnDiskDataset):
+            order = np.random.default_rng(self.hparams.seed).permutation(len(train))
+            n_valid = max(1, int(round(self.hparams.valid_fraction * len(train))))
+            valid = OnDiskDataset(train.path, 0.0, indices=np.sort(order[:n_valid]), config_type_weights=train.config_type_weights)
+            train = OnDiskDataset(train.path, 0.0, indices=np.sort(order[n_valid:]), config_type_weights=train.config_type_weights)
         else:
             train, valid = random_split(train, self.hparams.valid_fraction, seed=self.hparams.seed)
-        self._structures = {"train": train, "valid": valid}
-        if self.test_file:
-            self._structures["test"] = split_isolated_atoms(self._read(self.test_file))[1]
-        log.info("data: %d train, %d valid, %d test structures", len(train), len(valid), len(self._structures.get("test", [])))
+        self._sources = {"train": train, "valid": valid}
+        if self.files["test"]:
+            test = self._open("test")
+            self._sources["test"] = test if isinstance(test, OnDiskDataset) else split_isolated_atoms(test)[1]
+        log.info("data: %d train, %d valid, %d test structures", len(train), len(valid), len(self._sources.get("test", [])))
+
+    def _present(self, split: str) -> set[str]:
+        source = self._sources[split]
+        if isinstance(source, OnDiskDataset):
+            return source.elements_present()
+        return {s for a in source for s in a.get_chemical_symbols()}
 
     def elements(self) -> list[str]:
         """Chemical symbols present in the training set, by atomic number."""
         self.setup()
-        present = {s for a in self._structures["train"] for s in a.get_chemical_symbols()}
-        return sorted(present, key=lambda s: SYMBOL_TO_Z[s])
-
-    def statistics(self, elements: list[str], r_max: float, e0s: dict[str, float] | None = None) -> DatasetStatistics:
-        """E0s, avg_num_neighbors and force scale of the training set; ``e0s`` overrides ``data.e0s``."""
-        self.setup()
-        return compute_statistics(self._structures["train"], elements, r_max, self.isolated_e0s, e0s or self.hparams.e0s)
+        return sorted(self._present("train"), key=lambda s: SYMBOL_TO_Z[s])
 
     def check_elements(self, elements: list[str]) -> None:
         """Refuse data with elements the model does not have."""
         self.setup()
-        for split, structures in self._structures.items():
-            present = {s for a in structures for s in a.get_chemical_symbols()}
-            if present - set(elements):
-                raise ConfigError(f"the {split} data contain element(s) {sorted(present - set(elements))} that the model does not know ({elements})")
+        for split in self._sources:
+            extra = self._present(split) - set(elements)
+            if extra:
+                raise ConfigError(f"the {split} data contain element(s) {sorted(extra)} that the model does not know ({elements})")
+
+    def statistics(self, elements: list[str], e0s: dict[str, float] | None = None) -> DatasetStatistics:
+        """E0s, avg_num_neighbors, force scale and shift of the training set at the configured r_max.
+
+        In-memory sets: from the training graphs (their edge counts give avg_num_neighbors, so
+        the neighbour lists are built once). Data sets: the statistics stored by ``molnet
+        preprocess`` when the whole file trains, else one streaming pass over the training items.
+        ``e0s`` overrides ``data.e0s``.
+        """
+        if self.r_max is None:
+            raise ConfigError("AtomicDataModule.configure(r_max, dtype) must be called before statistics()")
+        self.setup()
+        train = self._sources["train"]
+        if isinstance(train, OnDiskDataset):
+            acc = StatisticsAccumulator.from_dict(train.info["statistics"])
+            if len(train) != train.info["n_configs"]:
+                acc = accumulate((train.atoms(i) for i in range(len(train))), acc.r_max, (train.n_edges(i) for i in range(len(train))))
+            if acc.r_max != self.r_max:
+                raise ConfigError(
+                    f"data.train_file {train.path}: neighbour counts were stored at r_max {acc.r_max} Å but the model's "
+                    f"r_max is {self.r_max} Å; run molnet preprocess with --r_max {self.r_max}"
+                )
+        else:
+            graphs = self.dataset("train").graphs
+            acc = accumulate(train, self.r_max, (g.edge_index.shape[1] for g in graphs))
+        return acc.statistics(elements, self.isolated_e0s, e0s or self.hparams.e0s)
 
     # -- loaders ----------------------------------------------------------------------------------
-    def graphs(self, split: str) -> list[AtomicGraph]:
+    def dataset(self, split: str) -> Dataset:
+        """The graphs of a split at the configured r_max and dtype."""
         if self.r_max is None:
-            raise RuntimeError("AtomicDataModule.r_max is set by the training module before loaders are built")
-        if split not in self._graphs:
+            raise ConfigError("AtomicDataModule.configure(r_max, dtype) must be called before the data are built")
+        if split not in self._datasets:
             self.setup()
-            if split not in self._structures:
+            if split not in self._sources:
                 raise DataError(f"no {split} data configured")
-            path = {"train": self.train_file, "valid": self.valid_file or self.train_file, "test": self.test_file}[split]
-            self._graphs[split] = [
-                AtomicGraph.from_atoms(a, self.r_max, dtype=self.dtype, where=f"{path} ({split} structure {i})")
-                for i, a in enumerate(self._structures[split])
-            ]
-        return self._graphs[split]
+            source = self._sources[split]
+            if isinstance(source, OnDiskDataset):
+                source.r_max, source.dtype = self.r_max, self.dtype
+                self._datasets[split] = source
+            else:
+                path = self.files[split] or self.files["train"]
+                self._datasets[split] = GraphList(source, self.r_max, self.dtype, f"{path} ({split})")
+        return self._datasets[split]
+
+    def _loader(self, split: str, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(self.dataset(split), batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        graphs = self.graphs("train")
-        return DataLoader(graphs, batch_size=self.hparams.batch_size, sampler=EpochSeededSampler(len(graphs), self.hparams.seed), num_workers=self.hparams.num_workers, drop_last=False)
+        n = len(self.dataset("train"))
+        return self._loader("train", self.hparams.batch_size, EpochSeededSampler(n, self.hparams.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.graphs("valid"), batch_size=self.hparams.valid_batch_size, shuffle=False, num_workers=self.hparams.num_workers)
+        return self._loader("valid", self.hparams.valid_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.graphs("test"), batch_size=self.hparams.valid_batch_size, shuffle=False, num_workers=self.hparams.num_workers)
+        return self._loader("test", self.hparams.valid_batch_size)

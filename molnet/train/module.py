@@ -12,11 +12,12 @@ from molnet.data import keys
 from molnet.errors import ConfigError, NonFiniteError
 from molnet.metrics import ErrorSums
 from molnet.models import Potential, build_model
+from molnet.models.registry import family_config
 from molnet.train.losses import weighted_loss
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = {"name": "mace", "r_max": 5.0, "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
+DEFAULT_MODEL = {"name": "mace", "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
 
 
 class PotentialModule(pl.LightningModule):
@@ -79,8 +80,6 @@ class PotentialModule(pl.LightningModule):
         if scheduler not in ("plateau", "cosine"):
             raise ConfigError(f"model.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
         if init_from is None:
-            from molnet.models.registry import family_config
-
             family_config({"elements": ["H"], **model})  # validate before any data is read
         self.potential: Potential | None = None
         self.loss_weights = {"energy": energy_weight, "forces": forces_weight, "stress": stress_weight}
@@ -101,20 +100,20 @@ class PotentialModule(pl.LightningModule):
             self.potential = load(self.hparams.init_from, dtype=dtype)
             self.potential.train()
             dm.check_elements(self.potential.elements)
+            dm.configure(self.potential.r_max, dtype)
             log.info("fine-tuning %s (%s)", self.hparams.init_from, self.potential.config["name"])
         else:
             config = dict(self.hparams.model)
             config.setdefault("elements", dm.elements())
             dm.check_elements(config["elements"])
-            config.setdefault("r_max", 5.0)
-            stats = dm.statistics(config["elements"], config["r_max"], e0s=config.get("e0s"))
+            dm.configure(family_config(config).r_max, dtype)
+            stats = dm.statistics(config["elements"], e0s=config.get("e0s"))
             config.setdefault("e0s", stats.e0s)
             config.setdefault("scale", stats.scale)
             config.setdefault("shift", stats.shift)
             config.setdefault("avg_num_neighbors", stats.avg_num_neighbors)
             log.info("model %s, elements %s, avg_num_neighbors %.2f, scale %.3f eV/Å", config["name"], config["elements"], config["avg_num_neighbors"], config["scale"])
             self.potential = build_model(config, dtype=dtype)
-        dm.r_max, dm.dtype = self.potential.r_max, dtype
 
     def forward(self, batch, training: bool = False):
         return self.potential(batch, compute_forces=True, compute_stress=self._wants_stress(batch), training=training)

@@ -70,3 +70,15 @@ def test_deepcopy_keeps_parameters_and_buffers_aligned():
     for (n1, t1), (n2, t2) in pairs:
         assert n1 == n2 and t1.shape == t2.shape and torch.equal(t1, t2)
     assert len(list(model.buffers())) == len(list(clone.buffers()))
+
+
+def test_float64_models_keep_e0s_scale_and_shift_exact(tmp_path):
+    """build_model(dtype=float64) creates E0s, scale and shift in float64 (no float32 rounding), and files keep them."""
+    import molnet
+    from molnet.models import build_model
+
+    config = {"name": "mpnn", "elements": ["H", "C"], "r_max": 4.0, "e0s": {"H": -13.6, "C": -1029.123456789}, "scale": 1.37, "shift": -0.21}
+    model = build_model(config, dtype=torch.float64)
+    assert model.e0s.tolist() == [-13.6, -1029.123456789] and float(model.scale) == 1.37 and float(model.shift) == -0.21
+    loaded = molnet.load_model(molnet.save_model(model, tmp_path / "m.safetensors"), dtype=torch.float64)
+    assert loaded.e0s.tolist() == [-13.6, -1029.123456789] and float(loaded.scale) == 1.37

@@ -1,0 +1,145 @@
+"""On-disk data sets: `molnet preprocess` → HDF5 → lazy training equal to training from extxyz."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import h5py
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from ase import units
+
+from molnet.data.ondisk import OnDiskDataset, read_info
+from molnet.data.preprocess import preprocess
+from molnet.errors import ConfigError, DataError
+from molnet.train.datamodule import AtomicDataModule
+from molnet.train.module import PotentialModule
+
+IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
+TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Six-element ion-pair structures split over two files (one with isolated atoms), and a validation file."""
+    folder = tmp_path_factory.mktemp("ondisk")
+    frames = ase.io.read(IONPAIR / "train.xyz", ":30")
+    ase.io.write(folder / "part_a.xyz", ase.io.read(IONPAIR / "isolated_atoms.xyz", ":") + frames[:14])
+    ase.io.write(folder / "part_b.xyz", frames[14:])
+    ase.io.write(folder / "valid.xyz", ase.io.read(IONPAIR / "test.xyz", ":10"))
+    return folder
+
+
+def _train(train_file, valid_file, tmp_path, **data_kw):
+    pl.seed_everything(0)
+    data = AtomicDataModule(train_file=str(train_file), valid_file=str(valid_file), batch_size=5, valid_batch_size=5, **data_kw)
+    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="cosine")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_epochs=3, inference_mode=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}, module.potential
+
+
+def test_training_from_the_data_set_equals_training_from_extxyz(files, tmp_path):
+    dataset = preprocess([str(files / "part_*.xyz")], tmp_path / "train.h5", r_max=4.0, workers=2, progress=False)
+    valid = preprocess([str(files / "valid.xyz")], tmp_path / "valid.h5", r_max=4.0, progress=False)
+    info = read_info(dataset)
+    assert info["n_configs"] == 30 and len(info["isolated_e0s"]) == 6 and len(info["sources"]) == 2
+    ase.io.write(tmp_path / "all.xyz", ase.io.read(files / "part_a.xyz", ":") + ase.io.read(files / "part_b.xyz", ":"))
+    from_disk, model_disk = _train(dataset, valid, tmp_path)
+    from_xyz, model_xyz = _train(tmp_path / "all.xyz", files / "valid.xyz", tmp_path)
+    for key in ("val_energy_mae_meV", "val_forces_mae_meV_per_A", "val_loss"):
+        assert from_disk[key] == pytest.approx(from_xyz[key], rel=1e-6), key
+    for name in ("e0s", "scale", "shift"):
+        assert torch.allclose(getattr(model_disk, name), getattr(model_xyz, name), rtol=1e-10), name
+    assert model_disk.config["avg_num_neighbors"] == pytest.approx(model_xyz.config["avg_num_neighbors"], rel=1e-12)
+
+
+def test_valid_fraction_of_a_data_set_and_appending(files, tmp_path):
+    path = preprocess([str(files / "part_a.xyz")], tmp_path / "set.h5", r_max=4.0, progress=False)
+    preprocess([str(files / "part_b.xyz")], path, r_max=4.0, append=True, progress=False)
+    assert read_info(path)["n_configs"] == 30
+    data = AtomicDataModule(train_file=str(path), valid_fraction=0.2)
+    data.setup()
+    data.configure(4.0, torch.float64)
+    train, valid = data.dataset("train"), data.dataset("valid")
+    assert len(train) == 24 and len(valid) == 6 and not set(train.indices) & set(valid.indices)
+    graph = train[0]
+    assert graph.edge_index.shape[1] == train.n_edges(0)
+    with pytest.raises(DataError, match="append with the same --r_max"):
+        preprocess([str(files / "part_b.xyz")], path, r_max=5.0, append=True, progress=False)
+
+
+def test_broken_unfinished_and_mismatched_data_sets_fail_naming_the_file(files, tmp_path):
+    good = preprocess([str(files / "valid.xyz")], tmp_path / "good.h5", r_max=4.0, progress=False)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated.h5: not a readable HDF5 data set"):
+        read_info(truncated)
+    unfinished = tmp_path / "unfinished.h5"
+    unfinished.write_bytes(good.read_bytes())
+    with h5py.File(unfinished, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(DataError, match="unfinished.h5: the data set is incomplete"):
+        OnDiskDataset(unfinished, 4.0)
+    with pytest.raises(ConfigError, match=r"good.h5: the data set was converted from .*'Hartree'"):
+        AtomicDataModule(train_file=str(good), energy_unit="Hartree").setup()
+    with pytest.raises(DataError, match=r"valid.xyz, frame 0: no energy under the key 'E_dft'"):
+        preprocess([str(files / "valid.xyz")], tmp_path / "nokey.h5", energy_key="E_dft", progress=False)
+    assert not (tmp_path / "nokey.h5").exists() and not (tmp_path / "nokey.h5.partial").exists()
+
+
+def test_a_killed_preprocess_leaves_no_data_set(files, tmp_path):
+    big = tmp_path / "big.xyz"
+    ase.io.write(big, ase.io.read(IONPAIR / "train.xyz", ":") * 4)
+    out = tmp_path / "killed.h5"
+    code = f"import os, molnet.data.ondisk as o; o.DatasetWriter.close = lambda self: os._exit(9); from molnet.data.preprocess import preprocess; preprocess([{str(big)!r}], {str(out)!r}, progress=False)"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    assert done.returncode == 9
+    assert not out.exists()  # only the .partial file, which never reads as complete
+    with pytest.raises(DataError, match="killed.h5.partial: (the data set is incomplete|not a readable HDF5 data set)"):
+        read_info(out.with_name(out.name + ".partial"))
+
+
+def test_hartree_bohr_copy_trains_to_the_same_model(files, tmp_path):
+    def convert(src, dst):
+        frames = ase.io.read(src, ":")
+        for a in frames:
+            e, f = a.get_potential_energy(), a.get_forces()
+            a.calc = None
+            a.info["energy"] = e / units.Hartree
+            a.arrays["forces"] = f / (units.Hartree / units.Bohr)
+            a.positions /= units.Bohr
+        ase.io.write(dst, frames)
+
+    convert(files / "part_b.xyz", tmp_path / "train_au.xyz")
+    convert(files / "valid.xyz", tmp_path / "valid_au.xyz")
+    iso = {"isolated_atoms_file": str(IONPAIR / "isolated_atoms.xyz")}
+    reference, model_ev = _train(files / "part_b.xyz", files / "valid.xyz", tmp_path, **iso)
+    converted, model_au = _train(tmp_path / "train_au.xyz", tmp_path / "valid_au.xyz", tmp_path, energy_unit="Hartree",
+                                 length_unit="Bohr", e0s={s: float(v) for s, v in zip(model_ev.elements, model_ev.e0s)})
+    for key in ("val_energy_mae_meV", "val_forces_mae_meV_per_A"):
+        assert converted[key] == pytest.approx(reference[key], rel=1e-6), key
+    worst = max(float((a - b).abs().max()) for a, b in zip(model_ev.state_dict().values(), model_au.state_dict().values()))
+    assert worst < 1e-7, worst  # the same weights up to the rounding of the unit round trip
+
+
+def test_ddp_ranks_read_disjoint_items_that_cover_the_set(files, tmp_path):
+    """Lightning wraps the epoch sampler for DDP: each rank gets its share, together all items once."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from molnet.train.datamodule import EpochSeededSampler
+
+    path = preprocess([str(files / "part_*.xyz")], tmp_path / "ddp.h5", r_max=4.0, progress=False)
+    n = len(OnDiskDataset(path, 4.0))
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSamplerWrapper(EpochSeededSampler(n, seed=0), num_replicas=2, rank=rank, shuffle=False)
+        sampler.set_epoch(3)
+        seen.append(list(sampler))
+    assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(n))
+    np.testing.assert_array_equal(sorted(seen[0] + seen[1]), np.arange(n))
