@@ -64,7 +64,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if any(head.startswith(sig) for sig in _PICKLE_SIGNATURES):
         raise ModelFileError(
             f"{path}: is a pickled (torch.save) file; molnet refuses to unpickle model files because "
-            "that can run arbitrary code. Export a checkpoint with `molnet export`."
+            "that can run arbitrary code. A mace-torch model: convert it once with `molnet import-mace FILE -o "
+            "model.safetensors`; a molnet training checkpoint: `molnet export`."
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
