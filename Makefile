@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all lint clean
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/molnet demo --output demo_out
 
-test: install
+LINTED := molnet tests benchmarks tools
+
+test: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" --durations=10
+
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 test-all: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=10

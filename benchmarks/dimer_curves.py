@@ -41,8 +41,18 @@ def main() -> None:
         ref = np.array([frames[i].info[keys.REF_ENERGY] for i in idx])
         pred = np.array([preds[i]["energy"] for i in idx])
         curves[pair] = (r, ref - ref[-1], pred - pred[-1])
-        print(json.dumps({"benchmark": "dimer_curves", "model": args.model, "pair": pair, "distance_A": r.tolist(),
-                          "reference_eV": curves[pair][1].tolist(), "model_eV": curves[pair][2].tolist()}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "dimer_curves",
+                    "model": args.model,
+                    "pair": pair,
+                    "distance_A": r.tolist(),
+                    "reference_eV": curves[pair][1].tolist(),
+                    "model_eV": curves[pair][2].tolist(),
+                }
+            )
+        )
     if args.plot:
         from molnet.plots import plt
 
@@ -51,7 +61,12 @@ def main() -> None:
             r, ref, pred = curves[pair]
             ax.plot(r, ref, label="DFT", lw=2)
             ax.plot(r, pred, label=args.model, lw=1.5)
-            ax.set(title=pair, xlabel="r (Å)", ylabel="E − E(r_max) (eV)", ylim=(min(ref.min(), pred.min()) - 0.5, max(5.0, 0)))
+            ax.set(
+                title=pair,
+                xlabel="r (Å)",
+                ylabel="E − E(r_max) (eV)",
+                ylim=(min(ref.min(), pred.min()) - 0.5, max(5.0, 0)),
+            )
             ax.grid(alpha=0.3)
         axes[0, 0].legend()
         fig.tight_layout()

@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="15,150,600,2400")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--range", type=float, default=20.0, help="margin added on each side of the cluster for grid_box (Å)")
+    parser.add_argument(
+        "--range", type=float, default=20.0, help="margin added on each side of the cluster for grid_box (Å)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = yaml.safe_load((HERE.parent / "configs" / "mpnn_acac.yaml").read_text())["model"]["model"]
@@ -55,7 +57,9 @@ def main() -> None:
         models = {}
         for name, long_range in variants.items():
             torch.manual_seed(0)
-            models[name] = build_model({"elements": ["H", "C", "O"], **base, "long_range": long_range}, dtype=torch.float64).eval()
+            models[name] = build_model(
+                {"elements": ["H", "C", "O"], **base, "long_range": long_range}, dtype=torch.float64
+            ).eval()
         graph = Batch.from_data_list([AtomicGraph.from_atoms(atoms, models["local"].r_max, dtype=torch.float64)])
         times: dict[str, list[float]] = {k: [] for k in models}
         for _ in range(args.rounds):
@@ -65,9 +69,16 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         med = {k: float(np.median(v)) for k, v in times.items()}
         record = {
-            "benchmark": "ewald_aperiodic_cost", "n_atoms": len(atoms), "extent_A": extent, "grid_box_A": box,
-            "threads": args.threads, "dtype": "float64", "model": "mpnn_acac + ewald defaults", "median_s": med,
-            "overhead_real_space": med["real_space"] / med["local"] - 1, "overhead_grid": med["grid"] / med["local"] - 1,
+            "benchmark": "ewald_aperiodic_cost",
+            "n_atoms": len(atoms),
+            "extent_A": extent,
+            "grid_box_A": box,
+            "threads": args.threads,
+            "dtype": "float64",
+            "model": "mpnn_acac + ewald defaults",
+            "median_s": med,
+            "overhead_real_space": med["real_space"] / med["local"] - 1,
+            "overhead_grid": med["grid"] / med["local"] - 1,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         print(json.dumps(record), flush=True)

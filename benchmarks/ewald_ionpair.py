@@ -58,11 +58,15 @@ def main() -> None:
                 df = np.concatenate([test_preds[i]["forces"] - test_structures[i].arrays[keys.REF_FORCES] for i in idx])
                 bins[f"{lo:g}-{hi:.0f}A"] = {"n": len(idx), "forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(df)))}
         record = {
-            "benchmark": "ewald_ionpair", "model": label, "file": path, "long_range": model.config.get("long_range"),
+            "benchmark": "ewald_ionpair",
+            "model": label,
+            "file": path,
+            "long_range": model.config.get("long_range"),
             "test": test,
             "curve_energy_mae_meV": 1000 * float(np.mean(np.abs((energy - energy[-1]) - (reference - reference[-1])))),
             "curve_forces_mae_meV_per_A": 1000 * float(np.mean(np.abs(forces - ref_forces))),
-            "curve_energy_mae_meV_R_gt_10A": 1000 * float(np.mean(np.abs(((energy - energy[-1]) - (reference - reference[-1]))[far]))),
+            "curve_energy_mae_meV_R_gt_10A": 1000
+            * float(np.mean(np.abs(((energy - energy[-1]) - (reference - reference[-1]))[far]))),
             "test_forces_mae_by_separation": bins,
             "ms_per_call_16_atoms": 1000 * (time.perf_counter() - start) / 20,
         }

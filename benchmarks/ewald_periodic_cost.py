@@ -32,8 +32,17 @@ sys.path.insert(0, str(HERE))
 from run import liquid_box, molnet_commit  # noqa: E402  (the speed benchmark's structures and commit)
 
 WATER = HERE.parents[0] / "data" / "longrange" / "water32" / "test.xyz"
-MODEL = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 5.0, "num_channels": 32, "max_L": 1, "max_ell": 2,
-         "correlation": 3, "num_interactions": 2, "avg_num_neighbors": 20.0}
+MODEL = {
+    "name": "mace",
+    "elements": ["H", "C", "O"],
+    "r_max": 5.0,
+    "num_channels": 32,
+    "max_L": 1,
+    "max_ell": 2,
+    "correlation": 3,
+    "num_interactions": 2,
+    "avg_num_neighbors": 20.0,
+}
 
 
 def structure(n: int):
@@ -74,10 +83,16 @@ def main() -> None:
         cell = torch.tensor(atoms.cell[:], dtype=dtype).unsqueeze(0)
         for name, k in variants.items():
             record = {
-                "benchmark": "ewald_periodic_cost", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                "variant": name, "k_cutoff": k, "n_atoms": len(atoms), "dtype": args.dtype, "threads": args.threads,
+                "benchmark": "ewald_periodic_cost",
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "variant": name,
+                "k_cutoff": k,
+                "n_atoms": len(atoms),
+                "dtype": args.dtype,
+                "threads": args.threads,
                 "n_k_vectors": 0 if k is None else len(reciprocal_lattice_vectors(cell, k)[0]),
-                "median_s": medians[name], "overhead_over_local": medians[name] / medians["local"] - 1,
+                "median_s": medians[name],
+                "overhead_over_local": medians[name] / medians["local"] - 1,
                 "molnet_commit": molnet_commit(),
             }
             print(json.dumps(record))

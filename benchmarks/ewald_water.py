@@ -46,8 +46,13 @@ def main() -> None:
             predict(model, box)
         training = read_metadata(path).get("training", {})
         record = {
-            "benchmark": "ewald_water32", "model": label, "file": path, "test_file": str(test_file),
-            "long_range": model.config.get("long_range"), "training": training, "test": test,
+            "benchmark": "ewald_water32",
+            "model": label,
+            "file": path,
+            "test_file": str(test_file),
+            "long_range": model.config.get("long_range"),
+            "training": training,
+            "test": test,
             "ms_per_call_96_atoms": 100 * (time.perf_counter() - start),
         }
         print(json.dumps(record))

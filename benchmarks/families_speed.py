@@ -44,7 +44,9 @@ def main() -> None:
     for family in FAMILIES:
         config = yaml.safe_load((ROOT / "configs" / f"{family}_acac.yaml").read_text())["model"]["model"]
         torch.manual_seed(0)
-        models[family] = build_model({"elements": ["H", "C", "O"], "avg_num_neighbors": 12.16, **config}, dtype=dtype).eval()
+        models[family] = build_model(
+            {"elements": ["H", "C", "O"], "avg_num_neighbors": 12.16, **config}, dtype=dtype
+        ).eval()
     for n in (int(s) for s in args.sizes.split(",")):
         atoms = acac_molecule() if n <= 15 else liquid_box(max(1, round(n / 15)))[0]
         times: dict[str, list[float]] = {f: [] for f in FAMILIES}
@@ -57,8 +59,13 @@ def main() -> None:
         medians = {f: sorted(t)[len(t) // 2] for f, t in times.items()}
         for family in FAMILIES:
             record = {
-                "benchmark": "families_speed", "family": family, "n_atoms": len(atoms), "dtype": args.dtype,
-                "threads": args.threads, "config": models[family].config, "median_s": medians[family],
+                "benchmark": "families_speed",
+                "family": family,
+                "n_atoms": len(atoms),
+                "dtype": args.dtype,
+                "threads": args.threads,
+                "config": models[family].config,
+                "median_s": medians[family],
                 "time_ratio_to_mace": medians[family] / medians["mace"],
             }
             print(json.dumps(record))

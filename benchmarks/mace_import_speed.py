@@ -31,8 +31,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MACE_PYTHON = HERE / ".venv-mace" / "bin" / "python"
 ELEMENTS_IN_CELL = ["Li", "Na", "K", "Mg", "O", "F", "Cl", "S"]
-SHAPE = {"num_channels": 128, "max_L": 1, "max_ell": 3, "correlation": 3, "num_interactions": 2, "r_max": 6.0,
-         "num_bessel": 10, "num_polynomial_cutoff": 5, "radial_MLP": [64, 64, 64], "avg_num_neighbors": 40.0}
+SHAPE = {
+    "num_channels": 128,
+    "max_L": 1,
+    "max_ell": 3,
+    "correlation": 3,
+    "num_interactions": 2,
+    "r_max": 6.0,
+    "num_bessel": 10,
+    "num_polynomial_cutoff": 5,
+    "radial_MLP": [64, 64, 64],
+    "avg_num_neighbors": 40.0,
+}
 
 BUILD = r"""
 import sys, numpy as np, torch
@@ -96,8 +106,13 @@ def crystal(n_atoms: int, path: Path) -> Path:
 def run_side(side: str, model: Path, structure: Path, dtype: str, calls: int) -> dict:
     python = str(MACE_PYTHON) if side == "mace" else sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    done = subprocess.run([python, "-c", TIME, side, str(model), str(structure), dtype, str(calls)], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [python, "-c", TIME, side, str(model), str(structure), dtype, str(calls)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{side} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -123,11 +138,18 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         for dtype in args.dtypes:
             mace_file = tmp / f"mp_medium_shape_{dtype}.model"
-            built = subprocess.run([str(MACE_PYTHON), "-c", BUILD, json.dumps(SHAPE), str(mace_file), dtype],
-                           env={**os.environ, "OMP_NUM_THREADS": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, capture_output=True, text=True)
+            built = subprocess.run(
+                [str(MACE_PYTHON), "-c", BUILD, json.dumps(SHAPE), str(mace_file), dtype],
+                env={**os.environ, "OMP_NUM_THREADS": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+                capture_output=True,
+                text=True,
+            )
             if built.returncode != 0:
                 raise RuntimeError(f"building the mace-torch model failed:\n{built.stderr[-3000:]}")
-            molnet_file = save_model(import_mace(mace_file, dtype=getattr(__import__("torch"), dtype)), tmp / f"mp_medium_shape_{dtype}.safetensors")
+            molnet_file = save_model(
+                import_mace(mace_file, dtype=getattr(__import__("torch"), dtype)),
+                tmp / f"mp_medium_shape_{dtype}.safetensors",
+            )
             for size in args.sizes:
                 structure = crystal(size, tmp / f"crystal_{size}.extxyz")
                 sides: dict[str, list[dict]] = {"mace": [], "molnet": []}
@@ -137,13 +159,22 @@ def main(argv: list[str] | None = None) -> None:
                         sides[side].append(run_side(side, model, structure, dtype, args.calls))
                 per_round = {s: [statistics.median(x["seconds"]) for x in v] for s, v in sides.items()}
                 ratios = [m / n for m, n in zip(per_round["mace"], per_round["molnet"])]
-                run.emit("mace_import", {
-                    "shape": {**SHAPE, "elements": 89, "zbl": False}, "dtype": dtype, "n_atoms": size,
-                    "calls_per_round": args.calls, "mace_s_per_call": per_round["mace"], "molnet_s_per_call": per_round["molnet"],
-                    "speedup_molnet_over_mace": statistics.median(ratios), "speedup_rounds": ratios,
-                    "mace_peak_rss_mb": max(x["peak_rss_mb"] for x in sides["mace"]),
-                    "molnet_peak_rss_mb": max(x["peak_rss_mb"] for x in sides["molnet"]),
-                }, args)
+                run.emit(
+                    "mace_import",
+                    {
+                        "shape": {**SHAPE, "elements": 89, "zbl": False},
+                        "dtype": dtype,
+                        "n_atoms": size,
+                        "calls_per_round": args.calls,
+                        "mace_s_per_call": per_round["mace"],
+                        "molnet_s_per_call": per_round["molnet"],
+                        "speedup_molnet_over_mace": statistics.median(ratios),
+                        "speedup_rounds": ratios,
+                        "mace_peak_rss_mb": max(x["peak_rss_mb"] for x in sides["mace"]),
+                        "molnet_peak_rss_mb": max(x["peak_rss_mb"] for x in sides["molnet"]),
+                    },
+                    args,
+                )
 
 
 if __name__ == "__main__":

@@ -92,8 +92,11 @@ for a in frames:
     b = a.copy(); b.calc = calc
     e_pred.append(b.get_potential_energy()); f_pred.append(b.get_forces())
 t_eval = time.perf_counter() - t0
-m = metrics.error_metrics(np.array(e_pred), np.array(e_ref), np.array(n_at), np.concatenate(f_pred), np.concatenate(f_ref))
 import torch, e3nn
+sums = metrics.ErrorSums()
+sums.add(torch.tensor(e_pred), torch.tensor(e_ref), torch.tensor(n_at), torch.ones(len(e_ref), dtype=torch.bool),
+         torch.from_numpy(np.concatenate(f_pred)), torch.from_numpy(np.concatenate(f_ref)), torch.ones(sum(n_at), dtype=torch.bool))
+m = sums.metrics()
 from importlib.metadata import version
 rec = {
     "kind": "accuracy", "package": "mace-torch", "date": time.strftime("%Y-%m-%dT%H:%M:%S"),

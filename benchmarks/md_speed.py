@@ -86,9 +86,8 @@ def molnet_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
 
 def mace_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
     import torch
-    from mace.calculators import MACECalculator
-
     import worker  # the speed benchmark's mace-torch model, built with the same hyperparameters
+    from mace.calculators import MACECalculator
 
     del skin  # mace-torch rebuilds its neighbour list every call
     torch.manual_seed(0)
@@ -137,8 +136,12 @@ def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin:
         t0 = time.perf_counter()
         dyn.run(int(msg["steps"]))
         wall = time.perf_counter() - t0
-        reply = {"ok": True, "wall_s": wall, "finite": bool(np.isfinite(atoms.positions).all()),
-                 "temperature_K": float(atoms.get_temperature())}
+        reply = {
+            "ok": True,
+            "wall_s": wall,
+            "finite": bool(np.isfinite(atoms.positions).all()),
+            "temperature_K": float(atoms.get_temperature()),
+        }
         builds = getattr(atoms.calc, "neighbor_list_builds", None)
         if builds is not None:
             reply["neighbor_list_builds"] = int(builds)
@@ -151,16 +154,36 @@ def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin:
 
 
 class MDWorker:
-    def __init__(self, backend: str, python: str, hyper: dict, structures: Path, tmp: Path, threads: int, skin: float) -> None:
+    def __init__(
+        self, backend: str, python: str, hyper: dict, structures: Path, tmp: Path, threads: int, skin: float
+    ) -> None:
         self.backend = backend
         self.log_path = tmp / f"md-{backend}.log"
         self.log = open(self.log_path, "w")
         wdir = tmp / backend
         wdir.mkdir()
         self.proc = subprocess.Popen(
-            [python, str(Path(__file__).resolve()), "serve", "--backend", backend, "--hyper", json.dumps(hyper),
-             "--structures", str(structures), "--tmp", str(wdir), "--molnet-skin", str(skin)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=run.worker_env(threads), cwd=run.ROOT,
+            [
+                python,
+                str(Path(__file__).resolve()),
+                "serve",
+                "--backend",
+                backend,
+                "--hyper",
+                json.dumps(hyper),
+                "--structures",
+                str(structures),
+                "--tmp",
+                str(wdir),
+                "--molnet-skin",
+                str(skin),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=run.worker_env(threads),
+            cwd=run.ROOT,
         )
         self.info = self._read()
 
@@ -168,7 +191,9 @@ class MDWorker:
         line = self.proc.stdout.readline()
         if not line:
             self.log.flush()
-            raise RuntimeError(f"{self.backend} MD worker died; its stderr ends with:\n{self.log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"{self.backend} MD worker died; its stderr ends with:\n{self.log_path.read_text()[-3000:]}"
+            )
         reply = json.loads(line)
         reply.pop("ok")
         return reply
@@ -205,7 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mace-python", default=str(run.MACE_VENV / "bin" / "python"))
-    p.add_argument("--molnet-skin", type=float, default=0.5, help="MolNetCalculator neighbour-list skin in Å (its default 0.5; 0 rebuilds every step)")
+    p.add_argument(
+        "--molnet-skin",
+        type=float,
+        default=0.5,
+        help="MolNetCalculator neighbour-list skin in Å (its default 0.5; 0 rebuilds every step)",
+    )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
 
@@ -220,8 +250,12 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmpdir)
         structures = run.build_structures([15, args.box_atoms], tmp / "structures.extxyz", args.seed)
         workers = {
-            "molnet": MDWorker("molnet", sys.executable, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin),
-            "mace": MDWorker("mace", args.mace_python, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin),
+            "molnet": MDWorker(
+                "molnet", sys.executable, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin
+            ),
+            "mace": MDWorker(
+                "mace", args.mace_python, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin
+            ),
         }
         try:
             for s in structures:
@@ -238,13 +272,28 @@ def main(argv: list[str] | None = None) -> None:
                             raise RuntimeError(f"{name}: non-finite positions in MD on {s.label}")
                         rates[name].append(steps / reply["wall_s"])
                         last[name] = reply
-                    log.info("%s round %d: molnet %.3f, mace %.3f steps/s", s.label, r, rates["molnet"][-1], rates["mace"][-1])
+                    log.info(
+                        "%s round %d: molnet %.3f, mace %.3f steps/s",
+                        s.label,
+                        r,
+                        rates["molnet"][-1],
+                        rates["mace"][-1],
+                    )
                 ratios = [a / b for a, b in zip(rates["molnet"], rates["mace"])]
                 record = {
-                    "structure": s.label, "n_atoms": s.n_atoms, "min_gap_A": s.min_gap, "dtype": "float64",
-                    "integrator": "VelocityVerlet", "timestep_fs": TIMESTEP_FS, "init_temperature_K": TEMPERATURE_K,
-                    "steps_per_block": steps, "rounds": args.rounds, "warmup_steps": args.warmup_steps,
-                    "hyper": hyper, "weights": "random", "molnet_skin_A": args.molnet_skin,
+                    "structure": s.label,
+                    "n_atoms": s.n_atoms,
+                    "min_gap_A": s.min_gap,
+                    "dtype": "float64",
+                    "integrator": "VelocityVerlet",
+                    "timestep_fs": TIMESTEP_FS,
+                    "init_temperature_K": TEMPERATURE_K,
+                    "steps_per_block": steps,
+                    "rounds": args.rounds,
+                    "warmup_steps": args.warmup_steps,
+                    "hyper": hyper,
+                    "weights": "random",
+                    "molnet_skin_A": args.molnet_skin,
                     "calculators": {
                         "molnet": f"molnet.calculators.MolNetCalculator(model=Potential, dtype='float64', skin={args.molnet_skin})",
                         "mace": "mace.calculators.MACECalculator(model_paths=<file>, device='cpu', default_dtype='float64')",
@@ -252,9 +301,13 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 for name in ("molnet", "mace"):
                     sps = statistics.median(rates[name])
-                    record[name] = {"steps_per_s": sps, "ns_per_day": ns_per_day(sps), "steps_per_s_rounds": rates[name],
-                                    "versions": workers[name].info["versions"],
-                                    **{k: v for k, v in last[name].items() if k in ("neighbor_list_builds", "temperature_K")}}
+                    record[name] = {
+                        "steps_per_s": sps,
+                        "ns_per_day": ns_per_day(sps),
+                        "steps_per_s_rounds": rates[name],
+                        "versions": workers[name].info["versions"],
+                        **{k: v for k, v in last[name].items() if k in ("neighbor_list_builds", "temperature_K")},
+                    }
                 record["ratio_molnet_over_mace"] = statistics.median(ratios)
                 record["ratio_rounds"] = ratios
                 run.emit("md", record, args)

@@ -34,17 +34,32 @@ def main() -> None:
     bonds = np.argwhere(np.triu(d0 < 1.6, k=1))
     steps = int(round(args.ps * 1000 / 0.5))
     start = time.perf_counter()
-    md_log = run_md(atoms, steps, temperature_K=args.temperature, timestep_fs=0.5, ensemble="nvt",
-                    log_interval=100, seed=args.seed, progress=False, max_bond_distance=2.0)
+    md_log = run_md(
+        atoms,
+        steps,
+        temperature_K=args.temperature,
+        timestep_fs=0.5,
+        ensemble="nvt",
+        log_interval=100,
+        seed=args.seed,
+        progress=False,
+        max_bond_distance=2.0,
+    )
     elapsed = time.perf_counter() - start
     d = atoms.get_all_distances()
     stretch = max(d[i, j] / d0[i, j] for i, j in bonds)
     record = {
-        "benchmark": "md_stability", "model": args.model, "temperature_K": args.temperature, "ps": args.ps,
-        "steps": steps, "bonded": bool(stretch < 1.6), "max_final_bond_stretch": float(stretch),
-        "mean_temperature_K": float(np.mean(md_log.temperature[len(md_log.temperature) // 5:])),
+        "benchmark": "md_stability",
+        "model": args.model,
+        "temperature_K": args.temperature,
+        "ps": args.ps,
+        "steps": steps,
+        "bonded": bool(stretch < 1.6),
+        "max_final_bond_stretch": float(stretch),
+        "mean_temperature_K": float(np.mean(md_log.temperature[len(md_log.temperature) // 5 :])),
         "potential_energy_range_eV": float(np.ptp(md_log.potential_energy)),
-        "steps_per_s": steps / elapsed, "threads": 1,
+        "steps_per_s": steps / elapsed,
+        "threads": 1,
     }
     print(json.dumps(record))
     with open(Path(__file__).parent / "results" / "md_stability.jsonl", "a") as fh:

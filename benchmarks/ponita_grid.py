@@ -85,8 +85,14 @@ def main() -> None:
         trained = molnet.load_model(args.model, dtype=torch.float64)
         config, states = dict(trained.config), [trained.state_dict()]
     else:
-        config = {"name": "ponita", "elements": ["H", "C", "O"], "r_max": 5.0, "hidden_dim": args.hidden_dim,
-                  "num_layers": args.num_layers, "basis_dim": args.basis_dim}
+        config = {
+            "name": "ponita",
+            "elements": ["H", "C", "O"],
+            "r_max": 5.0,
+            "hidden_dim": args.hidden_dim,
+            "num_layers": args.num_layers,
+            "basis_dim": args.basis_dim,
+        }
         states = []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
@@ -105,14 +111,19 @@ def main() -> None:
         row["ms_per_call_float64"] = time_call(model, structures[0], torch.float64, args.timing_repeats)
         row["ms_per_call_float32"] = time_call(model32, structures[0], torch.float32, args.timing_repeats)
         rows.append(row)
-    print(json.dumps({
-        "benchmark": "ponita_grid",
-        "structure": "acac (15 atoms), bundled test split",
-        "weights": args.model or f"untrained, {len(states)} seeds",
-        "config": {k: v for k, v in config.items() if k != "elements"},
-        "threads": torch.get_num_threads(),
-        "rows": rows,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ponita_grid",
+                "structure": "acac (15 atoms), bundled test split",
+                "weights": args.model or f"untrained, {len(states)} seeds",
+                "config": {k: v for k, v in config.items() if k != "elements"},
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,8 +76,10 @@ def main() -> None:
                 backend.evaluate(batch)
     wall = (time.perf_counter() - t0) / args.calls
     events = prof.key_averages()
-    print(f"# {structure.label}: {structure.n_atoms} atoms, {args.dtype}, {args.threads} thread(s), "
-          f"C={args.channels} L={args.max_l}; {wall:.4f} s per call under the profiler")
+    print(
+        f"# {structure.label}: {structure.n_atoms} atoms, {args.dtype}, {args.threads} thread(s), "
+        f"C={args.channels} L={args.max_l}; {wall:.4f} s per call under the profiler"
+    )
     print("\n## labelled regions (CPU total per call, ms)")
     regions = sorted((e for e in events if e.key.startswith(("mod::", "call::"))), key=lambda e: -e.cpu_time_total)
     for e in regions:

@@ -68,11 +68,24 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def params_section(records: list[dict]) -> str:
     rows = []
     for r in newest(records, lambda r: (r["num_channels"], r["max_L"], r.get("mace_use_reduced_cg", False))):
-        diffs = [f"{g}: {v['molnet']} vs {v['mace']}" for g, v in sorted(r["groups"].items()) if v["molnet"] != v["mace"]]
-        rows.append([r["num_channels"], r["max_L"], r["molnet"], r["mace"], f"{r['ratio_molnet_over_mace']:.3f}", "; ".join(diffs) or "none"])
+        diffs = [
+            f"{g}: {v['molnet']} vs {v['mace']}" for g, v in sorted(r["groups"].items()) if v["molnet"] != v["mace"]
+        ]
+        rows.append(
+            [
+                r["num_channels"],
+                r["max_L"],
+                r["molnet"],
+                r["mace"],
+                f"{r['ratio_molnet_over_mace']:.3f}",
+                "; ".join(diffs) or "none",
+            ]
+        )
     if not rows:
         return ""
-    return "### Trainable parameters\n\n" + table(["C", "L", "molnet", "mace-torch", "ratio", "groups that differ (molnet vs mace-torch)"], rows)
+    return "### Trainable parameters\n\n" + table(
+        ["C", "L", "molnet", "mace-torch", "ratio", "groups that differ (molnet vs mace-torch)"], rows
+    )
 
 
 def speed_section(records: list[dict]) -> str:
@@ -80,48 +93,100 @@ def speed_section(records: list[dict]) -> str:
     key = lambda r: (path_of(r), threads_of(r), size_of(r), r["dtype"], r["n_atoms"])  # noqa: E731
     for r in newest(records, key):
         m, a = r["molnet"], r["mace"]
-        rows.append([
-            r["n_atoms"], r["dtype"], threads_of(r), size_of(r), path_of(r),
-            f"{m['median_s'] * 1e3:.1f}", f"{a['median_s'] * 1e3:.1f}",
-            f"{m['atoms_per_s']:.0f}", f"{a['atoms_per_s']:.0f}",
-            f"**{r['throughput_ratio_molnet_over_mace']:.2f}**", r["date"][:10] + (" (quick)" if r.get("quick") else ""),
-            r.get("molnet_commit", "?"),
-        ])
+        rows.append(
+            [
+                r["n_atoms"],
+                r["dtype"],
+                threads_of(r),
+                size_of(r),
+                path_of(r),
+                f"{m['median_s'] * 1e3:.1f}",
+                f"{a['median_s'] * 1e3:.1f}",
+                f"{m['atoms_per_s']:.0f}",
+                f"{a['atoms_per_s']:.0f}",
+                f"**{r['throughput_ratio_molnet_over_mace']:.2f}**",
+                r["date"][:10] + (" (quick)" if r.get("quick") else ""),
+                r.get("molnet_commit", "?"),
+            ]
+        )
     if not rows:
         return ""
     return "### Energy + forces per call (calculator path)\n\n" + table(
-        ["atoms", "dtype", "threads", "model", "molnet path", "molnet ms", "mace-torch ms", "molnet atoms/s", "mace-torch atoms/s",
-         "throughput ratio molnet/mace", "date", "molnet commit"], rows)
+        [
+            "atoms",
+            "dtype",
+            "threads",
+            "model",
+            "molnet path",
+            "molnet ms",
+            "mace-torch ms",
+            "molnet atoms/s",
+            "mace-torch atoms/s",
+            "throughput ratio molnet/mace",
+            "date",
+            "molnet commit",
+        ],
+        rows,
+    )
 
 
 def memory_section(records: list[dict]) -> str:
     rows = []
     for r in newest(records, lambda r: (threads_of(r), size_of(r), r["dtype"], r["n_atoms"])):
         m, a = r["molnet"], r["mace"]
-        rows.append([
-            r["n_atoms"], r["dtype"], size_of(r), f"{m['maxrss_peak_mib']:.0f}", f"{a['maxrss_peak_mib']:.0f}",
-            f"{m['working_mib']:.0f}", f"{a['working_mib']:.0f}", f"{r['peak_ratio_molnet_over_mace']:.2f}",
-            r["date"][:10] + (" (quick)" if r.get("quick") else ""),
-        ])
+        rows.append(
+            [
+                r["n_atoms"],
+                r["dtype"],
+                size_of(r),
+                f"{m['maxrss_peak_mib']:.0f}",
+                f"{a['maxrss_peak_mib']:.0f}",
+                f"{m['working_mib']:.0f}",
+                f"{a['working_mib']:.0f}",
+                f"{r['peak_ratio_molnet_over_mace']:.2f}",
+                r["date"][:10] + (" (quick)" if r.get("quick") else ""),
+            ]
+        )
     if not rows:
         return ""
     return "### Peak resident memory (fresh process per measurement, MiB)\n\n" + table(
-        ["atoms", "dtype", "model", "molnet peak", "mace-torch peak", "molnet above built model", "mace-torch above built model",
-         "peak ratio molnet/mace", "date"], rows)
+        [
+            "atoms",
+            "dtype",
+            "model",
+            "molnet peak",
+            "mace-torch peak",
+            "molnet above built model",
+            "mace-torch above built model",
+            "peak ratio molnet/mace",
+            "date",
+        ],
+        rows,
+    )
 
 
 def training_section(records: list[dict]) -> str:
     rows = []
     for r in newest(records, lambda r: (threads_of(r), size_of(r), r["dtype"], r["batch_size"])):
         m, a = r["molnet"], r["mace"]
-        rows.append([
-            r["batch_size"], r["dtype"], threads_of(r), size_of(r), f"{m['configs_per_s']:.1f}", f"{a['configs_per_s']:.1f}",
-            f"**{r['throughput_ratio_molnet_over_mace']:.2f}**", r["date"][:10] + (" (quick)" if r.get("quick") else ""),
-        ])
+        rows.append(
+            [
+                r["batch_size"],
+                r["dtype"],
+                threads_of(r),
+                size_of(r),
+                f"{m['configs_per_s']:.1f}",
+                f"{a['configs_per_s']:.1f}",
+                f"**{r['throughput_ratio_molnet_over_mace']:.2f}**",
+                r["date"][:10] + (" (quick)" if r.get("quick") else ""),
+            ]
+        )
     if not rows:
         return ""
     return "### Training throughput (Adam steps on AcAc batches, energy + forces loss)\n\n" + table(
-        ["batch", "dtype", "threads", "model", "molnet configs/s", "mace-torch configs/s", "ratio molnet/mace", "date"], rows)
+        ["batch", "dtype", "threads", "model", "molnet configs/s", "mace-torch configs/s", "ratio molnet/mace", "date"],
+        rows,
+    )
 
 
 def mace_variant(r: dict) -> str:
@@ -150,20 +215,42 @@ def accuracy_section(records: list[dict]) -> str:
 
     order = {"molnet mace": 0, "mace-torch": 1}
     rows = []
-    for (dataset, epochs, model), by_seed in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 2), kv[0][2])):
+    for (dataset, epochs, model), by_seed in sorted(
+        runs.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 2), kv[0][2])
+    ):
         tests = [r["test"] for r in by_seed.values()]
         first = next(iter(by_seed.values()))
-        rows.append([
-            dataset, f"{first['train_file']} → {first['test_file']}", epochs, model, ",".join(str(s) for s in sorted(by_seed)),
-            cell([t["energy_mae_meV"] for t in tests]), cell([t["energy_rmse_meV"] for t in tests]),
-            cell([t["forces_mae_meV_per_A"] for t in tests]), cell([t["forces_rmse_meV_per_A"] for t in tests]),
-            f"{sum(r['train_wall_s'] for r in by_seed.values()) / len(by_seed) / 60:.1f}",
-        ])
+        rows.append(
+            [
+                dataset,
+                f"{first['train_file']} → {first['test_file']}",
+                epochs,
+                model,
+                ",".join(str(s) for s in sorted(by_seed)),
+                cell([t["energy_mae_meV"] for t in tests]),
+                cell([t["energy_rmse_meV"] for t in tests]),
+                cell([t["forces_mae_meV_per_A"] for t in tests]),
+                cell([t["forces_rmse_meV_per_A"] for t in tests]),
+                f"{sum(r['train_wall_s'] for r in by_seed.values()) / len(by_seed) / 60:.1f}",
+            ]
+        )
     if not rows:
         return ""
-    return ("### Accuracy (test errors; mean ± half the spread over seeds)\n\n" + table(
-        ["data", "train → test", "epochs", "model", "seeds", "E MAE meV", "E RMSE meV", "F MAE meV/Å", "F RMSE meV/Å",
-         "train min"], rows))
+    return "### Accuracy (test errors; mean ± half the spread over seeds)\n\n" + table(
+        [
+            "data",
+            "train → test",
+            "epochs",
+            "model",
+            "seeds",
+            "E MAE meV",
+            "E RMSE meV",
+            "F MAE meV/Å",
+            "F RMSE meV/Å",
+            "train min",
+        ],
+        rows,
+    )
 
 
 def machine_line(*groups: list[dict]) -> str:
@@ -172,9 +259,18 @@ def machine_line(*groups: list[dict]) -> str:
         return ""
     machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in records})
     loads = [r["load_avg"][0] for r in records]
-    versions = next(({"molnet side": r["molnet"]["versions"], "mace-torch side": r["mace"]["versions"]} for r in records if "versions" in r.get("molnet", {})), {})
-    return (f"Machine: {'; '.join(machines)}; 1-minute load average during the runs {min(loads):.1f}–{max(loads):.1f}. "
-            f"Versions: {json.dumps(versions)}.")
+    versions = next(
+        (
+            {"molnet side": r["molnet"]["versions"], "mace-torch side": r["mace"]["versions"]}
+            for r in records
+            if "versions" in r.get("molnet", {})
+        ),
+        {},
+    )
+    return (
+        f"Machine: {'; '.join(machines)}; 1-minute load average during the runs {min(loads):.1f}–{max(loads):.1f}. "
+        f"Versions: {json.dumps(versions)}."
+    )
 
 
 def plot_scaling(records: list[dict], path: Path) -> bool:
@@ -192,14 +288,20 @@ def plot_scaling(records: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     styles = {"molnet": "-o", "mace": "--s"}
     for mode, threads, model, dtype in sorted({(path_of(r), threads_of(r), size_of(r), r["dtype"]) for r in rows}):
-        sel = sorted((r for r in rows if (path_of(r), threads_of(r), size_of(r), r["dtype"]) == (mode, threads, model, dtype)),
-                     key=lambda r: r["n_atoms"])
+        sel = sorted(
+            (r for r in rows if (path_of(r), threads_of(r), size_of(r), r["dtype"]) == (mode, threads, model, dtype)),
+            key=lambda r: r["n_atoms"],
+        )
         for side in ("molnet", "mace"):
             if side == "mace" and mode != "eager":
                 continue  # mace-torch's eager line is drawn once, with molnet's eager run
             name = f"molnet ({mode})" if side == "molnet" else "mace-torch"
-            ax.plot([r["n_atoms"] for r in sel], [r[side]["median_s"] / r["n_atoms"] * 1e3 for r in sel], styles[side],
-                    label=f"{name} {dtype} ({threads} thr, {model})")
+            ax.plot(
+                [r["n_atoms"] for r in sel],
+                [r[side]["median_s"] / r["n_atoms"] * 1e3 for r in sel],
+                styles[side],
+                label=f"{name} {dtype} ({threads} thr, {model})",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     from matplotlib.ticker import NullFormatter
@@ -222,9 +324,14 @@ def main() -> None:
     parser.add_argument("--write-readme", action="store_true", help="rewrite README's results section and the plot")
     args = parser.parse_args()
     data = {k: load(k, args.include_quick) for k in ("params", "speed", "memory", "training", "accuracy")}
-    sections = [params_section(data["params"]), speed_section(data["speed"]), memory_section(data["memory"]),
-                training_section(data["training"]), accuracy_section(data["accuracy"]),
-                machine_line(data["speed"], data["memory"], data["training"])]
+    sections = [
+        params_section(data["params"]),
+        speed_section(data["speed"]),
+        memory_section(data["memory"]),
+        training_section(data["training"]),
+        accuracy_section(data["accuracy"]),
+        machine_line(data["speed"], data["memory"], data["training"]),
+    ]
     text = "\n\n".join(s for s in sections if s)
     if args.write_readme and plot_scaling(data["speed"], PLOT):
         text += f"\n\n![time per atom against N]({PLOT.relative_to(HERE)})"

@@ -105,11 +105,13 @@ def acac_molecule():
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     a, b, c, d = q / np.linalg.norm(q)
-    return np.array([
-        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
-    ])
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
 
 
 def liquid_box(n_molecules: int, seed: int = 0, trials: int = 256, target_gap: float = 2.0):
@@ -213,14 +215,16 @@ def worker_env(threads: int, wait_policy: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if wait_policy:
         env["OMP_WAIT_POLICY"] = wait_policy
-    env.update({
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-        # e3nn 0.4.4 (mace-torch's pin) loads its constants with torch.load's old default.
-        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-        "PYTHONWARNINGS": "ignore",
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads),
+            # e3nn 0.4.4 (mace-torch's pin) loads its constants with torch.load's old default.
+            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     env.pop("PYTHONPATH", None)
     return env
 
@@ -233,8 +237,23 @@ class Worker:
         self.log_path = log_dir / f"{backend}-{dtype}-{os.getpid()}-{id(self)}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [python_of(backend, args), str(WORKER), "serve", "--backend", backend, "--dtype", dtype, "--threads", str(args.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT,
+            [
+                python_of(backend, args),
+                str(WORKER),
+                "serve",
+                "--backend",
+                backend,
+                "--dtype",
+                dtype,
+                "--threads",
+                str(args.threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=worker_env(args.threads, args.omp_wait_policy),
+            cwd=ROOT,
         )
         self.info = self.call("hello")
 
@@ -280,7 +299,9 @@ def machine() -> dict[str, Any]:
 
 def molnet_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -315,7 +336,9 @@ def median(xs: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def paired_workers(dtype: str, args: argparse.Namespace, tmp: Path, hyper: dict | None = None, data: Path | None = None):
+def paired_workers(
+    dtype: str, args: argparse.Namespace, tmp: Path, hyper: dict | None = None, data: Path | None = None
+):
     """Both sides' workers, with the model built and the structures loaded when given; closed after."""
     workers = {b: Worker(b, dtype, args, tmp) for b in ("molnet", "mace")}
     try:
@@ -336,8 +359,13 @@ def build_both(workers: dict[str, "Worker"], hyper: dict, args: argparse.Namespa
         if b == "mace":
             w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args))
         else:
-            w.call("build", elements=ELEMENTS, hyper=hyper, compile=bool(getattr(args, "molnet_compile", False)),
-                   cueq=bool(getattr(args, "molnet_cueq", False)))
+            w.call(
+                "build",
+                elements=ELEMENTS,
+                hyper=hyper,
+                compile=bool(getattr(args, "molnet_compile", False)),
+                cueq=bool(getattr(args, "molnet_cueq", False)),
+            )
 
 
 def cmd_params(args: argparse.Namespace, tmp: Path) -> None:
@@ -350,14 +378,27 @@ def cmd_params(args: argparse.Namespace, tmp: Path) -> None:
                 build_both(workers, hyper, args)
                 counts = {b: w.call("params") for b, w in workers.items()}
                 groups = sorted(set(counts["molnet"]["groups"]) | set(counts["mace"]["groups"]))
-                emit("params", {
-                    "num_channels": c, "max_L": max_l, "hyper": hyper,
-                    "mace_use_reduced_cg": args.mace_reduced_cg,
-                    "molnet": counts["molnet"]["total"], "mace": counts["mace"]["total"],
-                    "ratio_molnet_over_mace": counts["molnet"]["total"] / counts["mace"]["total"],
-                    "groups": {g: {"molnet": counts["molnet"]["groups"].get(g, 0), "mace": counts["mace"]["groups"].get(g, 0)} for g in groups},
-                    "versions": {b: w.info["versions"] for b, w in workers.items()},
-                }, args)
+                emit(
+                    "params",
+                    {
+                        "num_channels": c,
+                        "max_L": max_l,
+                        "hyper": hyper,
+                        "mace_use_reduced_cg": args.mace_reduced_cg,
+                        "molnet": counts["molnet"]["total"],
+                        "mace": counts["mace"]["total"],
+                        "ratio_molnet_over_mace": counts["molnet"]["total"] / counts["mace"]["total"],
+                        "groups": {
+                            g: {
+                                "molnet": counts["molnet"]["groups"].get(g, 0),
+                                "mace": counts["mace"]["groups"].get(g, 0),
+                            }
+                            for g in groups
+                        },
+                        "versions": {b: w.info["versions"] for b, w in workers.items()},
+                    },
+                    args,
+                )
 
 
 def mace_hyper(hyper: dict, args: argparse.Namespace) -> dict:
@@ -384,7 +425,9 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                     order = ("molnet", "mace") if r % 2 == 0 else ("mace", "molnet")
                     for b in order:
                         runs[b].append(workers[b].call("time", index=s.index, calls=calls))
-                round_ratios = [median(m["total_s"]) / median(n["total_s"]) for n, m in zip(runs["molnet"], runs["mace"])]
+                round_ratios = [
+                    median(m["total_s"]) / median(n["total_s"]) for n, m in zip(runs["molnet"], runs["mace"])
+                ]
                 sides = {}
                 for b in ("molnet", "mace"):
                     total = [t for run in runs[b] for t in run["total_s"]]
@@ -397,15 +440,28 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                         "finite": checks[b]["finite"],
                         "versions": workers[b].info["versions"],
                     }
-                emit("speed", {
-                    "structure": s.label, "n_atoms": s.n_atoms, "min_intermolecular_distance": s.min_gap,
-                    "dtype": dtype, "hyper": hyper, "mace_use_reduced_cg": args.mace_reduced_cg,
-                    "molnet_compiled": args.molnet_compile, "molnet_cueq": args.molnet_cueq, "rounds": args.rounds, "calls_per_round": calls, "warmup": args.warmup,
-                    "molnet": sides["molnet"], "mace": sides["mace"],
-                    "throughput_ratio_molnet_over_mace": median(round_ratios),
-                    "throughput_ratio_rounds": round_ratios,
-                    "same_edges": checks["molnet"]["n_edges"] == checks["mace"]["n_edges"],
-                }, args)
+                emit(
+                    "speed",
+                    {
+                        "structure": s.label,
+                        "n_atoms": s.n_atoms,
+                        "min_intermolecular_distance": s.min_gap,
+                        "dtype": dtype,
+                        "hyper": hyper,
+                        "mace_use_reduced_cg": args.mace_reduced_cg,
+                        "molnet_compiled": args.molnet_compile,
+                        "molnet_cueq": args.molnet_cueq,
+                        "rounds": args.rounds,
+                        "calls_per_round": calls,
+                        "warmup": args.warmup,
+                        "molnet": sides["molnet"],
+                        "mace": sides["mace"],
+                        "throughput_ratio_molnet_over_mace": median(round_ratios),
+                        "throughput_ratio_rounds": round_ratios,
+                        "same_edges": checks["molnet"]["n_edges"] == checks["mace"]["n_edges"],
+                    },
+                    args,
+                )
 
 
 def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
@@ -418,22 +474,50 @@ def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
             sides = {}
             for b in order:
                 cmd = [
-                    python_of(b, args), str(WORKER), "memory", "--backend", b, "--dtype", dtype, "--threads", str(args.threads),
-                    "--elements", json.dumps(ELEMENTS), "--hyper", json.dumps(mace_hyper(hyper, args) if b == "mace" else hyper),
-                    "--structures", str(tmp / "structures.xyz"), "--index", str(s.index), "--calls", str(args.memory_calls),
+                    python_of(b, args),
+                    str(WORKER),
+                    "memory",
+                    "--backend",
+                    b,
+                    "--dtype",
+                    dtype,
+                    "--threads",
+                    str(args.threads),
+                    "--elements",
+                    json.dumps(ELEMENTS),
+                    "--hyper",
+                    json.dumps(mace_hyper(hyper, args) if b == "mace" else hyper),
+                    "--structures",
+                    str(tmp / "structures.xyz"),
+                    "--index",
+                    str(s.index),
+                    "--calls",
+                    str(args.memory_calls),
                 ]
-                done = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT)
+                done = subprocess.run(
+                    cmd, capture_output=True, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"{b} memory worker failed:\n{done.stderr[-3000:]}")
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 r["working_mib"] = r["maxrss_peak_mib"] - r["maxrss_built_mib"]
                 sides[b] = r
-            emit("memory", {
-                "structure": s.label, "n_atoms": s.n_atoms, "dtype": dtype, "hyper": hyper,
-                "mace_use_reduced_cg": args.mace_reduced_cg, "calls": args.memory_calls,
-                "molnet": sides["molnet"], "mace": sides["mace"],
-                "peak_ratio_molnet_over_mace": sides["molnet"]["maxrss_peak_mib"] / sides["mace"]["maxrss_peak_mib"],
-            }, args)
+            emit(
+                "memory",
+                {
+                    "structure": s.label,
+                    "n_atoms": s.n_atoms,
+                    "dtype": dtype,
+                    "hyper": hyper,
+                    "mace_use_reduced_cg": args.mace_reduced_cg,
+                    "calls": args.memory_calls,
+                    "molnet": sides["molnet"],
+                    "mace": sides["mace"],
+                    "peak_ratio_molnet_over_mace": sides["molnet"]["maxrss_peak_mib"]
+                    / sides["mace"]["maxrss_peak_mib"],
+                },
+                args,
+            )
 
 
 def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
@@ -459,22 +543,50 @@ def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
                 for b in order:
                     runs[b].extend(got[b])
                 round_ratios.append(median(got["mace"]) / median(got["molnet"]))
-            emit("training", {
-                "data": str(path.relative_to(ROOT.parent)) if path.is_relative_to(ROOT.parent) else str(path),
-                "batch_size": len(frames), "dtype": dtype, "hyper": hyper, "mace_use_reduced_cg": args.mace_reduced_cg,
-                "molnet": {**_stats(runs["molnet"]), "configs_per_s": len(frames) / median(runs["molnet"]), "versions": workers["molnet"].info["versions"]},
-                "mace": {**_stats(runs["mace"]), "configs_per_s": len(frames) / median(runs["mace"]), "versions": workers["mace"].info["versions"]},
-                "throughput_ratio_molnet_over_mace": median(round_ratios), "throughput_ratio_rounds": round_ratios,
-            }, args)
+            emit(
+                "training",
+                {
+                    "data": str(path.relative_to(ROOT.parent)) if path.is_relative_to(ROOT.parent) else str(path),
+                    "batch_size": len(frames),
+                    "dtype": dtype,
+                    "hyper": hyper,
+                    "mace_use_reduced_cg": args.mace_reduced_cg,
+                    "molnet": {
+                        **_stats(runs["molnet"]),
+                        "configs_per_s": len(frames) / median(runs["molnet"]),
+                        "versions": workers["molnet"].info["versions"],
+                    },
+                    "mace": {
+                        **_stats(runs["mace"]),
+                        "configs_per_s": len(frames) / median(runs["mace"]),
+                        "versions": workers["mace"].info["versions"],
+                    },
+                    "throughput_ratio_molnet_over_mace": median(round_ratios),
+                    "throughput_ratio_rounds": round_ratios,
+                },
+                args,
+            )
 
 
 DATA = ROOT / "data"
 
 #: name → (train, test, isolated atoms): the issue's splits, read from data/.
 ACCURACY_SETS = {
-    "acac": (DATA / "acac" / "train_300K.xyz", DATA / "acac" / "test_MD_300K.xyz", DATA / "acac" / "isolated_atoms.xyz"),
-    "acac600": (DATA / "acac" / "train_600K.xyz", DATA / "acac" / "test_MD_300K.xyz", DATA / "acac" / "isolated_atoms.xyz"),
-    "ethanol": (DATA / "ethanol" / "train.xyz", DATA / "ethanol" / "test_MD.xyz", DATA / "ethanol" / "isolated_atoms.xyz"),
+    "acac": (
+        DATA / "acac" / "train_300K.xyz",
+        DATA / "acac" / "test_MD_300K.xyz",
+        DATA / "acac" / "isolated_atoms.xyz",
+    ),
+    "acac600": (
+        DATA / "acac" / "train_600K.xyz",
+        DATA / "acac" / "test_MD_300K.xyz",
+        DATA / "acac" / "isolated_atoms.xyz",
+    ),
+    "ethanol": (
+        DATA / "ethanol" / "train.xyz",
+        DATA / "ethanol" / "test_MD.xyz",
+        DATA / "ethanol" / "isolated_atoms.xyz",
+    ),
 }
 #: molnet families and the config that fixes each one's size (the data files are overridden).
 FAMILY_CONFIGS = {f: ROOT / "configs" / f"{f}_acac.yaml" for f in ("mace", "mpnn", "ponita", "csmpn")}
@@ -512,10 +624,28 @@ def train_molnet(family: str, files: tuple[Path, Path, Path], seed: int, epochs:
 
     run_dir = workdir / f"{family}_s{seed}"
     cmd = [
-        python_of("molnet", args), "-m", "molnet.cli", "train", "--config", str(FAMILY_CONFIGS[family]),
-        "--run_dir", str(run_dir), "--seed_everything", str(seed), "--data.seed", str(seed),
-        "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
-        "--data.train_file", str(files[0]), "--data.test_file", str(files[1]), "--data.isolated_atoms_file", str(files[2]),
+        python_of("molnet", args),
+        "-m",
+        "molnet.cli",
+        "train",
+        "--config",
+        str(FAMILY_CONFIGS[family]),
+        "--run_dir",
+        str(run_dir),
+        "--seed_everything",
+        str(seed),
+        "--data.seed",
+        str(seed),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.train_file",
+        str(files[0]),
+        "--data.test_file",
+        str(files[1]),
+        "--data.isolated_atoms_file",
+        str(files[2]),
     ]
     for override in args.molnet_set or []:
         key, _, value = override.partition("=")
@@ -525,23 +655,45 @@ def train_molnet(family: str, files: tuple[Path, Path, Path], seed: int, epochs:
     from molnet.models.io import read_metadata
 
     return {
-        "package": "molnet", "family": family, "train_wall_s": round(wall, 1),
-        "hyper": config["model"]["model"], "train_dtype": config["model"].get("dtype"),
+        "package": "molnet",
+        "family": family,
+        "train_wall_s": round(wall, 1),
+        "hyper": config["model"]["model"],
+        "train_dtype": config["model"].get("dtype"),
         "model_config": read_metadata(run_dir / "model.safetensors")["config"],  # every default resolved
-        "batch_size": config["data"]["batch_size"], "config": str(FAMILY_CONFIGS[family].relative_to(ROOT)),
-        "command": " ".join(cmd[1:]), "test": json.loads((run_dir / "metrics.json").read_text()),
+        "batch_size": config["data"]["batch_size"],
+        "config": str(FAMILY_CONFIGS[family].relative_to(ROOT)),
+        "command": " ".join(cmd[1:]),
+        "test": json.loads((run_dir / "metrics.json").read_text()),
     }
 
 
 def train_mace_torch(files: tuple[Path, Path, Path], dataset: str, seed: int, epochs: int, workdir: Path, args) -> dict:
     """Train mace-torch with molnet's mace recipe (``mace_torch_accuracy.sh``) and return its record."""
     python_of("mace", args)  # creates benchmarks/.venv-mace when missing
-    env = {**worker_env(args.threads), "TRAIN_FILE": str(files[0]), "TEST_FILE": str(files[1]),
-           "ISOLATED_FILE": str(files[2]), "DATASET": dataset, "SEED": str(seed)}
+    env = {
+        **worker_env(args.threads),
+        "TRAIN_FILE": str(files[0]),
+        "TEST_FILE": str(files[1]),
+        "ISOLATED_FILE": str(files[2]),
+        "DATASET": dataset,
+        "SEED": str(seed),
+    }
     log_path = workdir / f"mace-torch_s{seed}.log"
     run_logged(["bash", str(HERE / "mace_torch_accuracy.sh"), str(epochs), str(workdir / "mace-torch")], env, log_path)
     record = json.loads(log_path.read_text().strip().splitlines()[-1])
-    for key in ("kind", "date", "threads", "load_avg", "machine", "dataset", "seed", "epochs", "train_file", "test_file"):
+    for key in (
+        "kind",
+        "date",
+        "threads",
+        "load_avg",
+        "machine",
+        "dataset",
+        "seed",
+        "epochs",
+        "train_file",
+        "test_file",
+    ):
         record.pop(key, None)
     return {**record, "family": "mace"}
 
@@ -559,17 +711,31 @@ def cmd_accuracy(args: argparse.Namespace, tmp: Path) -> None:
                     result = train_mace_torch(files[:3], dataset, seed, args.epochs, workdir, args)
                 else:
                     result = train_molnet(family, files[:3], seed, args.epochs, workdir, args)
-                emit("accuracy", {
-                    "dataset": dataset, "seed": seed, "epochs": args.epochs,
-                    "train_file": _shown(files[0]), "test_file": _shown(files[1]), **result,
-                }, args)
+                emit(
+                    "accuracy",
+                    {
+                        "dataset": dataset,
+                        "seed": seed,
+                        "epochs": args.epochs,
+                        "train_file": _shown(files[0]),
+                        "test_file": _shown(files[1]),
+                        **result,
+                    },
+                    args,
+                )
 
 
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT.parent)) if path.is_relative_to(ROOT.parent) else path.name
 
 
-COMMANDS = {"params": cmd_params, "speed": cmd_speed, "memory": cmd_memory, "training": cmd_training, "accuracy": cmd_accuracy}
+COMMANDS = {
+    "params": cmd_params,
+    "speed": cmd_speed,
+    "memory": cmd_memory,
+    "training": cmd_training,
+    "accuracy": cmd_accuracy,
+}
 
 
 def int_list(text: str) -> list[int]:
@@ -577,23 +743,54 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="molnet vs mace-torch benchmarks", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("command", choices=[*COMMANDS, "all"], help="'all' runs params, speed, memory, training and accuracy, then prints report.py's tables")
-    parser.add_argument("--quick", action="store_true", help="AcAc + 150 atoms, few repeats; accuracy: 2 epochs on 100 configurations, first seed (minutes)")
-    parser.add_argument("--sizes", type=int_list, default=[15, 150, 600, 2400, 10000], help="target atom counts; 15 = one AcAc molecule")
-    parser.add_argument("--max-atoms", type=int, default=2400, help="drop sizes above this (10000 needs --max-atoms 10000)")
+    parser = argparse.ArgumentParser(
+        description="molnet vs mace-torch benchmarks", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "command",
+        choices=[*COMMANDS, "all"],
+        help="'all' runs params, speed, memory, training and accuracy, then prints report.py's tables",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="AcAc + 150 atoms, few repeats; accuracy: 2 epochs on 100 configurations, first seed (minutes)",
+    )
+    parser.add_argument(
+        "--sizes", type=int_list, default=[15, 150, 600, 2400, 10000], help="target atom counts; 15 = one AcAc molecule"
+    )
+    parser.add_argument(
+        "--max-atoms", type=int, default=2400, help="drop sizes above this (10000 needs --max-atoms 10000)"
+    )
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every worker")
     parser.add_argument("--channels", type=int_list, default=None, help="C; params default 32,64,128, others 128")
     parser.add_argument("--max-l", type=int_list, default=None, help="max_L; params default 0,1,2, others 1")
-    parser.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"],
-                        help="OMP_WAIT_POLICY of the workers (unset by default); PASSIVE avoids the collapse of 2-thread runs on a busy machine")
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=["PASSIVE", "ACTIVE"],
+        help="OMP_WAIT_POLICY of the workers (unset by default); PASSIVE avoids the collapse of 2-thread runs on a busy machine",
+    )
     parser.add_argument("--correlation", type=int, default=3)
-    parser.add_argument("--molnet-compile", action="store_true", help="speed: molnet through torch.compile (Potential.compile_inference); mace-torch eager")
-    parser.add_argument("--molnet-set", action="append", metavar="KEY=VALUE",
-                        help="accuracy: extra molnet train option, e.g. model.model.contraction_basis=coupled (repeatable)")
-    parser.add_argument("--molnet-cueq", action="store_true", help="speed: molnet's convolution and contraction through cuequivariance (Potential.use_cueq; CUDA kernels on a GPU, PyTorch fallback elsewhere)")
-    parser.add_argument("--mace-reduced-cg", action="store_true", help="mace-torch's use_reduced_cg (its CLI default is off)")
+    parser.add_argument(
+        "--molnet-compile",
+        action="store_true",
+        help="speed: molnet through torch.compile (Potential.compile_inference); mace-torch eager",
+    )
+    parser.add_argument(
+        "--molnet-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="accuracy: extra molnet train option, e.g. model.model.contraction_basis=coupled (repeatable)",
+    )
+    parser.add_argument(
+        "--molnet-cueq",
+        action="store_true",
+        help="speed: molnet's convolution and contraction through cuequivariance (Potential.use_cueq; CUDA kernels on a GPU, PyTorch fallback elsewhere)",
+    )
+    parser.add_argument(
+        "--mace-reduced-cg", action="store_true", help="mace-torch's use_reduced_cg (its CLI default is off)"
+    )
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds per measurement")
     parser.add_argument("--block-seconds", type=float, default=2.0, help="target seconds per timed block")
     parser.add_argument("--max-calls", type=int, default=20, help="calls per timed block at most")
@@ -602,10 +799,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", type=lambda t: t.split(","), default=["acac"], help=f"accuracy: of {sorted(ACCURACY_SETS)}")
-    parser.add_argument("--families", type=lambda t: t.split(","), default=["mace", "mace-torch"],
-                        help=f"accuracy: of {sorted(FAMILY_CONFIGS)} and mace-torch")
-    parser.add_argument("--seeds", type=int_list, default=[0, 1], help="accuracy: training seeds (model, split, data order)")
+    parser.add_argument(
+        "--datasets", type=lambda t: t.split(","), default=["acac"], help=f"accuracy: of {sorted(ACCURACY_SETS)}"
+    )
+    parser.add_argument(
+        "--families",
+        type=lambda t: t.split(","),
+        default=["mace", "mace-torch"],
+        help=f"accuracy: of {sorted(FAMILY_CONFIGS)} and mace-torch",
+    )
+    parser.add_argument(
+        "--seeds", type=int_list, default=[0, 1], help="accuracy: training seeds (model, split, data order)"
+    )
     parser.add_argument("--epochs", type=int, default=25, help="accuracy: training epochs")
     parser.add_argument("--mace-python", help="interpreter of the mace-torch venv (default benchmarks/.venv-mace)")
     parser.add_argument("--molnet-python", help="interpreter of molnet's venv (default: this one)")
@@ -625,7 +830,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [f for f in args.families if f not in FAMILY_CONFIGS and f != "mace-torch"]
     unknown += [d for d in args.datasets if d not in ACCURACY_SETS]
     if unknown:
-        parser.error(f"unknown families/datasets {unknown}; families: {sorted(FAMILY_CONFIGS)} + mace-torch, datasets: {sorted(ACCURACY_SETS)}")
+        parser.error(
+            f"unknown families/datasets {unknown}; families: {sorted(FAMILY_CONFIGS)} + mace-torch, datasets: {sorted(ACCURACY_SETS)}"
+        )
     return args
 
 
@@ -645,7 +852,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.command == "all" and not args.no_save:
         # the tables from the results just appended (a --quick run's own records included)
-        subprocess.run([sys.executable, str(HERE / "report.py"), *(["--include-quick"] if args.quick else [])], check=True)
+        subprocess.run(
+            [sys.executable, str(HERE / "report.py"), *(["--include-quick"] if args.quick else [])], check=True
+        )
 
 
 if __name__ == "__main__":

@@ -63,13 +63,29 @@ def main(argv: list[str] | None = None) -> None:
     dyns = []
     for k, atoms in enumerate(frames):
         atoms.calc = MolNetCalculator(model, dtype="float64")
-        dyns.append(Langevin(atoms, TIMESTEP_FS * units.fs, temperature_K=TEMPERATURE_K, friction=0.01, fixcm=False, rng=np.random.default_rng(k)))
+        dyns.append(
+            Langevin(
+                atoms,
+                TIMESTEP_FS * units.fs,
+                temperature_K=TEMPERATURE_K,
+                friction=0.01,
+                fixcm=False,
+                rng=np.random.default_rng(k),
+            )
+        )
 
     def torchsim_block() -> float:
         nonlocal state
         start = time.perf_counter()
-        state = ts.integrate(system=state, model=ts_model, integrator=ts.nvt_langevin, n_steps=args.steps,
-                             temperature=TEMPERATURE_K, timestep=TIMESTEP_FS / 1000, seed=0)
+        state = ts.integrate(
+            system=state,
+            model=ts_model,
+            integrator=ts.nvt_langevin,
+            n_steps=args.steps,
+            temperature=TEMPERATURE_K,
+            timestep=TIMESTEP_FS / 1000,
+            seed=0,
+        )
         return time.perf_counter() - start
 
     def ase_block() -> float:
@@ -86,13 +102,22 @@ def main(argv: list[str] | None = None) -> None:
         for name, block in order if r % 2 == 0 else order[::-1]:
             rates[name].append(work / block())
     ratios = [t / a for t, a in zip(rates["torchsim"], rates["ase_loop"])]
-    run.emit("torchsim", {
-        "model": {"name": "mace", **MACE_ACAC_SIZE}, "dtype": "float64", "structures": args.structures,
-        "atoms_per_structure": len(frames[0]), "steps_per_block": args.steps,
-        "torchsim_structure_steps_per_s": rates["torchsim"], "ase_loop_structure_steps_per_s": rates["ase_loop"],
-        "ratio_torchsim_over_ase_loop": run.median(ratios), "ratio_rounds": ratios,
-        "torch_sim_version": importlib.metadata.version("torch-sim-atomistic"),
-    }, args)
+    run.emit(
+        "torchsim",
+        {
+            "model": {"name": "mace", **MACE_ACAC_SIZE},
+            "dtype": "float64",
+            "structures": args.structures,
+            "atoms_per_structure": len(frames[0]),
+            "steps_per_block": args.steps,
+            "torchsim_structure_steps_per_s": rates["torchsim"],
+            "ase_loop_structure_steps_per_s": rates["ase_loop"],
+            "ratio_torchsim_over_ase_loop": run.median(ratios),
+            "ratio_rounds": ratios,
+            "torch_sim_version": importlib.metadata.version("torch-sim-atomistic"),
+        },
+        args,
+    )
 
 
 if __name__ == "__main__":

@@ -46,15 +46,23 @@ CHARGES = {"O": -0.834, "H": 0.417}
 ALPHA = 0.73097  # Å⁻¹, OpenMM's choice for these labels (README of the data set)
 
 
-def reciprocal_energy(positions: torch.Tensor, cell: torch.Tensor, charges: torch.Tensor, alpha: float,
-                      tol: float = 1e-13, k_band: tuple[float, float] | None = None) -> torch.Tensor:
+def reciprocal_energy(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    charges: torch.Tensor,
+    alpha: float,
+    tol: float = 1e-13,
+    k_band: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """E_recip + E_self in eV for one periodic frame: positions ``[N, 3]`` Å, cell ``[3, 3]`` rows Å.
 
     ``k_band = (k_lo, k_hi)`` keeps only lo ≤ |k| < hi (Å⁻¹) of the reciprocal sum and drops the self term.
     """
     volume = torch.abs(torch.linalg.det(cell))
     k_max = 2 * alpha * math.sqrt(-math.log(tol))
-    k, _ = reciprocal_lattice_vectors(cell.unsqueeze(0), k_max if k_band is None else min(k_max, k_band[1]))  # half space
+    k, _ = reciprocal_lattice_vectors(
+        cell.unsqueeze(0), k_max if k_band is None else min(k_max, k_band[1])
+    )  # half space
     k2 = (k * k).sum(-1)
     if k_band is not None:
         k, k2 = k[k2 >= k_band[0] ** 2], k2[k2 >= k_band[0] ** 2]
@@ -68,7 +76,9 @@ def reciprocal_energy(positions: torch.Tensor, cell: torch.Tensor, charges: torc
     return e_recip - COULOMB * alpha / math.sqrt(math.pi) * (charges**2).sum()
 
 
-def long_range_labels(atoms: Atoms, alpha: float = ALPHA, k_band: tuple[float, float] | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def long_range_labels(
+    atoms: Atoms, alpha: float = ALPHA, k_band: tuple[float, float] | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """E_lr (eV), its forces ``[N, 3]`` (eV/Å) and stress ``[3, 3]`` (eV/Å³, ASE sign: (1/V) dE/dε).
 
     ``k_band``: only that band of the reciprocal sum (see :func:`reciprocal_energy`).
@@ -117,16 +127,22 @@ def checks(atoms: Atoms) -> dict:
         moved.set_cell(atoms.cell[:] @ deformation, scale_atoms=True)
         strained.append(long_range_labels(moved)[0])
     fd_stress = (strained[0] - strained[1]) / (2 * h) / atoms.get_volume()
-    return {"coulomb_total_alpha_0.731_eV": totals[0], "coulomb_total_alpha_0.5_eV": totals[1],
-            "alpha_independence_abs_eV": abs(totals[0] - totals[1]), "fd_force_max_abs_err_eV_per_A": worst,
-            "fd_stress_xy_abs_err_eV_per_A3": abs(fd_stress - stress[0, 1])}
+    return {
+        "coulomb_total_alpha_0.731_eV": totals[0],
+        "coulomb_total_alpha_0.5_eV": totals[1],
+        "alpha_independence_abs_eV": abs(totals[0] - totals[1]),
+        "fd_force_max_abs_err_eV_per_A": worst,
+        "fd_stress_xy_abs_err_eV_per_A3": abs(fd_stress - stress[0, 1]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--bands", default="1,2,3", help="|k| band edges (Å⁻¹) for the force RMS per band on the test split")
+    parser.add_argument(
+        "--bands", default="1,2,3", help="|k| band edges (Å⁻¹) for the force RMS per band on the test split"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"kind": "water_split", "alpha": ALPHA}
@@ -155,7 +171,10 @@ def main() -> None:
         if split == "test":
             edges = [0.0, *(float(e) for e in args.bands.split(",")), math.inf]
             report[split]["long_range_force_rms_by_k_band_meV_per_A"] = {
-                f"{lo:g}-{hi:g}": float(np.sqrt(np.mean(np.concatenate([long_range_labels(a, k_band=(lo, hi))[1] for a in frames]) ** 2)) * 1000)
+                f"{lo:g}-{hi:g}": float(
+                    np.sqrt(np.mean(np.concatenate([long_range_labels(a, k_band=(lo, hi))[1] for a in frames]) ** 2))
+                    * 1000
+                )
                 for lo, hi in zip(edges[:-1], edges[1:])
             }
     print(json.dumps(report))

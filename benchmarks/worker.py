@@ -104,7 +104,12 @@ class MolnetBackend:
             return "embedding"
         layer = f"L{parts[2]}"
         kind = {
-            "interactions": {"linear_up": "linear_up", "conv_weights": "radial_mlp", "linear": "conv_linear", "skip": "skip"}.get(parts[3], parts[3]),
+            "interactions": {
+                "linear_up": "linear_up",
+                "conv_weights": "radial_mlp",
+                "linear": "conv_linear",
+                "skip": "skip",
+            }.get(parts[3], parts[3]),
             "products": "product_weights",
             "product_linears": "product_linear",
             "readouts": "readout",
@@ -139,29 +144,35 @@ class MaceBackend:
         self.z_table = AtomicNumberTable(sorted(atomic_numbers[s] for s in elements))
         self.r_max = float(h["r_max"])
         torch.set_default_dtype(self.dtype)  # mace-torch builds constants in the default dtype
-        self.model = modules.ScaleShiftMACE(
-            r_max=self.r_max,
-            num_bessel=int(h["num_bessel"]),
-            num_polynomial_cutoff=int(h["num_polynomial_cutoff"]),
-            max_ell=int(h["max_ell"]),
-            interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-            interaction_cls_first=modules.interaction_classes[
-                "RealAgnosticResidualInteractionBlock" if h.get("first_layer_residual", True) else "RealAgnosticInteractionBlock"
-            ],
-            num_interactions=int(h["num_interactions"]),
-            num_elements=len(self.z_table),
-            hidden_irreps=hidden,
-            MLP_irreps=o3.Irreps(f"{int(h.get('readout_hidden', 16))}x0e"),
-            atomic_energies=np.zeros(len(self.z_table)),
-            avg_num_neighbors=float(h["avg_num_neighbors"]),
-            atomic_numbers=self.z_table.zs,
-            correlation=int(h["correlation"]),
-            gate=modules.gate_dict[h.get("gate", "silu")],
-            radial_MLP=list(h["radial_MLP"]),
-            atomic_inter_scale=1.0,
-            atomic_inter_shift=0.0,
-            use_reduced_cg=bool(h.get("mace_use_reduced_cg", False)),
-        ).to(self.dtype).eval()
+        self.model = (
+            modules.ScaleShiftMACE(
+                r_max=self.r_max,
+                num_bessel=int(h["num_bessel"]),
+                num_polynomial_cutoff=int(h["num_polynomial_cutoff"]),
+                max_ell=int(h["max_ell"]),
+                interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+                interaction_cls_first=modules.interaction_classes[
+                    "RealAgnosticResidualInteractionBlock"
+                    if h.get("first_layer_residual", True)
+                    else "RealAgnosticInteractionBlock"
+                ],
+                num_interactions=int(h["num_interactions"]),
+                num_elements=len(self.z_table),
+                hidden_irreps=hidden,
+                MLP_irreps=o3.Irreps(f"{int(h.get('readout_hidden', 16))}x0e"),
+                atomic_energies=np.zeros(len(self.z_table)),
+                avg_num_neighbors=float(h["avg_num_neighbors"]),
+                atomic_numbers=self.z_table.zs,
+                correlation=int(h["correlation"]),
+                gate=modules.gate_dict[h.get("gate", "silu")],
+                radial_MLP=list(h["radial_MLP"]),
+                atomic_inter_scale=1.0,
+                atomic_inter_shift=0.0,
+                use_reduced_cg=bool(h.get("mace_use_reduced_cg", False)),
+            )
+            .to(self.dtype)
+            .eval()
+        )
 
     def graph(self, atoms):
         """One ``AtomicData`` (neighbour list included), as the calculator builds it."""
@@ -193,8 +204,15 @@ class MaceBackend:
             return "embedding"
         layer = f"L{parts[1]}"
         kind = {
-            "interactions": {"linear_up": "linear_up", "conv_tp_weights": "radial_mlp", "linear": "conv_linear", "skip_tp": "skip"}.get(parts[2], parts[2]),
-            "products": {"symmetric_contractions": "product_weights", "linear": "product_linear"}.get(parts[2], parts[2]),
+            "interactions": {
+                "linear_up": "linear_up",
+                "conv_tp_weights": "radial_mlp",
+                "linear": "conv_linear",
+                "skip_tp": "skip",
+            }.get(parts[2], parts[2]),
+            "products": {"symmetric_contractions": "product_weights", "linear": "product_linear"}.get(
+                parts[2], parts[2]
+            ),
             "readouts": "readout",
         }[parts[0]]
         return f"{layer}.{kind}"

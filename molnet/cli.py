@@ -15,7 +15,9 @@ log = logging.getLogger("molnet")
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, console=Console(stderr=True))])
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(show_path=False, console=Console(stderr=True))]
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -24,9 +26,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = molnet.load_model(args.model, dtype=args.dtype)
     metrics = evaluate_file(
-        model, args.data, batch_size=args.batch_size, plot=args.plot,
-        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
-        progress=not args.json, predictions=args.predictions,
+        model,
+        args.data,
+        batch_size=args.batch_size,
+        plot=args.plot,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        stress_key=args.stress_key,
+        progress=not args.json,
+        predictions=args.predictions,
     )
     if args.json:
         print(json.dumps(metrics))
@@ -40,7 +48,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         log.info("parity plot written to %s", args.plot)
     if args.predictions:
-        log.info("per-structure predictions written to %s (molnet_energy, molnet_forces, molnet_stress)", args.predictions)
+        log.info(
+            "per-structure predictions written to %s (molnet_energy, molnet_forces, molnet_stress)", args.predictions
+        )
     return 0
 
 
@@ -54,15 +64,38 @@ def cmd_md(args: argparse.Namespace) -> int:
 
     structure = args.structure or str(bundled_path("acac", "test"))
     atoms = read(structure, index=args.frame)
-    atoms.calc = MolNetCalculator(model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device)
-    log.info("MD of %s (%d atoms) with %s: %s, %d steps of %.2f fs at %.0f K", structure, len(atoms), args.model, args.ensemble.upper(), args.steps, args.timestep, args.temperature)
+    atoms.calc = MolNetCalculator(
+        model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device
+    )
+    log.info(
+        "MD of %s (%d atoms) with %s: %s, %d steps of %.2f fs at %.0f K",
+        structure,
+        len(atoms),
+        args.model,
+        args.ensemble.upper(),
+        args.steps,
+        args.timestep,
+        args.temperature,
+    )
     md_log = run_md(
-        atoms, args.steps, temperature_K=args.temperature, timestep_fs=args.timestep, ensemble=args.ensemble,
-        trajectory=args.trajectory, log_interval=args.log_interval, seed=args.seed, pressure_bar=args.pressure,
+        atoms,
+        args.steps,
+        temperature_K=args.temperature,
+        timestep_fs=args.timestep,
+        ensemble=args.ensemble,
+        trajectory=args.trajectory,
+        log_interval=args.log_interval,
+        seed=args.seed,
+        pressure_bar=args.pressure,
     )
     for t, etot, temp, vol in zip(md_log.time_fs, md_log.total_energy, md_log.temperature, md_log.volume):
         log.debug("t=%8.1f fs  E_tot=%.6f eV  T=%.1f K  V=%.2f Å³", t, etot, temp, vol)
-    log.info("final: E_tot %.4f eV, T %.1f K; total-energy change %.3f meV/atom", md_log.total_energy[-1], md_log.temperature[-1], md_log.drift_meV_per_atom(len(atoms)))
+    log.info(
+        "final: E_tot %.4f eV, T %.1f K; total-energy change %.3f meV/atom",
+        md_log.total_energy[-1],
+        md_log.temperature[-1],
+        md_log.drift_meV_per_atom(len(atoms)),
+    )
     if args.plot:
         md_trace(md_log.time_fs, md_log.total_energy, md_log.temperature, args.plot)
         log.info("energy/temperature trace written to %s", args.plot)
@@ -92,9 +125,17 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from molnet.data.preprocess import preprocess
 
     path = preprocess(
-        args.data, args.out, r_max=args.r_max, workers=args.workers, append=args.append,
-        energy_key=args.energy_key, forces_key=args.forces_key, stress_key=args.stress_key,
-        energy_unit=args.energy_unit, length_unit=args.length_unit, require=args.require,
+        args.data,
+        args.out,
+        r_max=args.r_max,
+        workers=args.workers,
+        append=args.append,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+        stress_key=args.stress_key,
+        energy_unit=args.energy_unit,
+        length_unit=args.length_unit,
+        require=args.require,
     )
     log.info("data set written to %s; train with --data.train_file %s", path, path)
     return 0
@@ -108,8 +149,15 @@ def cmd_import_mace(args: argparse.Namespace) -> int:
 
     model = import_mace(args.model, head=args.head, basis=args.basis, dtype=getattr(torch, args.dtype))
     path = save_model(model, args.output)
-    log.info("%s → %s: %s, elements %s, r_max %.2f Å (sha256 of the source %s)", args.model, path, model.config["name"],
-             " ".join(model.elements), model.r_max, model.provenance["source_sha256"][:12])
+    log.info(
+        "%s → %s: %s, elements %s, r_max %.2f Å (sha256 of the source %s)",
+        args.model,
+        path,
+        model.config["name"],
+        " ".join(model.elements),
+        model.r_max,
+        model.provenance["source_sha256"][:12],
+    )
     if "licence" in model.provenance:
         log.warning("licence: %s", model.provenance["licence"])
     return 0
@@ -139,17 +187,35 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="pretrained molnet models")
     for col in ("name", "family", "elements", "training data", "test E / F MAE", "size", "sha256"):
-        table.add_column(col)
+        # names are never cut (`molnet models | grep NAME` must find them); long text wraps
+        table.add_column(
+            col,
+            no_wrap=col == "name",
+            min_width=max(len(e.name) for e in entries.values()) if col == "name" else None,
+            overflow="fold",
+        )
     for e in entries.values():
         m = e.metrics
-        errors = f"{m.get('energy_mae_meV', float('nan')):.1f} meV / {m.get('forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
-        table.add_row(e.name, e.family, " ".join(e.elements), e.training_data, errors, f"{(e.size_bytes or 0) / 1e6:.2f} MB", e.sha256[:12])
+        errors = (
+            f"{m.get('energy_mae_meV', float('nan')):.1f} meV / {m.get('forces_mae_meV_per_A', float('nan')):.1f} meV/Å"
+        )
+        table.add_row(
+            e.name,
+            e.family,
+            " ".join(e.elements),
+            e.training_data,
+            errors,
+            f"{(e.size_bytes or 0) / 1e6:.2f} MB",
+            e.sha256[:12],
+        )
     Console().print(table)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="molnet", description="Equivariant interatomic potentials: train, evaluate, simulate.")
+    parser = argparse.ArgumentParser(
+        prog="molnet", description="Equivariant interatomic potentials: train, evaluate, simulate."
+    )
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -160,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="extxyz / ASE db file with reference energies and forces")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", default=None, help="write an energy/force parity plot (PNG)")
-    p.add_argument("--predictions", default=None, help="write an extxyz with the references and the model's molnet_energy/forces/stress per structure")
+    p.add_argument(
+        "--predictions",
+        default=None,
+        help="write an extxyz with the references and the model's molnet_energy/forces/stress per structure",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--energy-key", default="energy")
@@ -183,13 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
-    p.add_argument("--cueq", action="store_true", help="mace models: evaluate with NVIDIA cuequivariance (pip install 'molnet[cueq]'; same numbers, CUDA kernels on a GPU)")
-    p.add_argument("--compile", action="store_true", help="evaluate the model through torch.compile (same numbers; pays off for long runs of a few hundred atoms and more)")
+    p.add_argument(
+        "--cueq",
+        action="store_true",
+        help="mace models: evaluate with NVIDIA cuequivariance (pip install 'molnet[cueq]'; same numbers, CUDA kernels on a GPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="evaluate the model through torch.compile (same numbers; pays off for long runs of a few hundred atoms and more)",
+    )
     p.set_defaults(func=cmd_md)
 
-    p = sub.add_parser("driver", help="serve energies, forces and virial to an i-PI-protocol server (i-PI, ASE SocketIOCalculator, CP2K)")
+    p = sub.add_parser(
+        "driver",
+        help="serve energies, forces and virial to an i-PI-protocol server (i-PI, ASE SocketIOCalculator, CP2K)",
+    )
     p.add_argument("--model", required=True, help="pretrained name, model file or URL")
-    p.add_argument("--structure", required=True, help="structure file giving the species (the protocol sends only positions and cell)")
+    p.add_argument(
+        "--structure",
+        required=True,
+        help="structure file giving the species (the protocol sends only positions and cell)",
+    )
     p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", default=None, help="Unix socket NAME (/tmp/ipi_NAME, i-PI's convention)")
@@ -200,10 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     p.set_defaults(func=cmd_driver)
 
-    p = sub.add_parser("preprocess", help="write extxyz / ASE db files (globs) to one on-disk data set for lazy training")
+    p = sub.add_parser(
+        "preprocess", help="write extxyz / ASE db files (globs) to one on-disk data set for lazy training"
+    )
     p.add_argument("--data", action="append", required=True, help="file or glob (quote it); repeat for more")
     p.add_argument("--out", required=True, help="data set to write (HDF5)")
-    p.add_argument("--r_max", type=float, default=5.0, help="cutoff (Å) at which neighbour counts are stored; the model's r_max")
+    p.add_argument(
+        "--r_max", type=float, default=5.0, help="cutoff (Å) at which neighbour counts are stored; the model's r_max"
+    )
     p.add_argument("--workers", type=int, default=1, help="parallel reader processes")
     p.add_argument("--append", action="store_true", help="add the files to an existing data set")
     p.add_argument("--energy_key", default="energy")
@@ -214,12 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require", nargs="*", default=["energy", "forces"], help="targets every structure must have")
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("import-mace", help="convert a mace-torch .model file (trusted; nothing in it runs) into a molnet model file")
+    p = sub.add_parser(
+        "import-mace", help="convert a mace-torch .model file (trusted; nothing in it runs) into a molnet model file"
+    )
     p.add_argument("model", help="mace-torch model file (torch.save of a MACE / ScaleShiftMACE)")
     p.add_argument("-o", "--output", required=True, help="molnet model file to write (.safetensors)")
     p.add_argument("--head", default=None, help="readout head to keep (single-head models only)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--basis", default="reduced", choices=["reduced", "coupled"], help="molnet's symmetric-contraction basis (same numbers)")
+    p.add_argument(
+        "--basis",
+        default="reduced",
+        choices=["reduced", "coupled"],
+        help="molnet's symmetric-contraction basis (same numbers)",
+    )
     p.set_defaults(func=cmd_import_mace)
 
     p = sub.add_parser("export", help="write a training checkpoint as a safetensors model file")

@@ -30,22 +30,54 @@ def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 
     output = Path(output)
     run_dir = output / "run"
     log.info("step 1/3: training a small MACE on the bundled AcAc set (%d epochs)", epochs)
-    train_main([
-        "--run_dir", str(run_dir), "--trainer.max_epochs", str(epochs), "--data.train_index", ":200",
-        "--data.batch_size", "5", "--model.lr", "0.01", "--model.stage_two_start", "0.7",
-        "--model.model", json.dumps({"name": "mace", "num_channels": 16, "max_L": 1, "correlation": 3, "num_interactions": 2, "max_ell": 2, "radial_MLP": [32, 32]}),
-    ])
+    train_main(
+        [
+            "--run_dir",
+            str(run_dir),
+            "--trainer.max_epochs",
+            str(epochs),
+            "--data.train_index",
+            ":200",
+            "--data.batch_size",
+            "5",
+            "--model.lr",
+            "0.01",
+            "--model.stage_two_start",
+            "0.7",
+            "--model.model",
+            json.dumps(
+                {
+                    "name": "mace",
+                    "num_channels": 16,
+                    "max_L": 1,
+                    "correlation": 3,
+                    "num_interactions": 2,
+                    "max_ell": 2,
+                    "radial_MLP": [32, 32],
+                }
+            ),
+        ]
+    )
     model_file = run_dir / "model.safetensors"
     log.info("step 2/3: evaluating %s on the bundled AcAc test set", model_file)
     model = load_model_file(model_file, dtype=None)
     metrics = evaluate_file(model, bundled_path("acac", "test"), plot=output / "parity.png")
-    log.info("test metrics: %s", json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in metrics.items()}))
+    log.info(
+        "test metrics: %s", json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in metrics.items()})
+    )
     log.info("step 3/3: %d steps of NVT MD at 300 K with the trained model", md_steps)
     atoms = read(bundled_path("acac", "test"), index=0)
     atoms.calc = MolNetCalculator(model_file, dtype="float64")
-    md_log = run_md(atoms, md_steps, temperature_K=300, timestep_fs=0.5, ensemble="nvt", trajectory=output / "md.extxyz")
+    md_log = run_md(
+        atoms, md_steps, temperature_K=300, timestep_fs=0.5, ensemble="nvt", trajectory=output / "md.extxyz"
+    )
     md_trace(md_log.time_fs, md_log.total_energy, md_log.temperature, output / "md.png")
-    summary = {"test_metrics": metrics, "md_steps": md_steps, "md_final_temperature_K": md_log.temperature[-1], "outputs": sorted(str(p) for p in output.iterdir())}
+    summary = {
+        "test_metrics": metrics,
+        "md_steps": md_steps,
+        "md_final_temperature_K": md_log.temperature[-1],
+        "outputs": sorted(str(p) for p in output.iterdir()),
+    }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: see %s (parity.png, md.png, md.extxyz, run/learning_curve.png)", output)
     return summary

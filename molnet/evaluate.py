@@ -39,8 +39,15 @@ def report_missing_targets(configs: list[Atoms], data: str | Path, key_names: di
             continue  # molecules have no stress to compare
         if not mask.all():
             where = "any structure" if not mask.any() else f"{int((~mask).sum())} of {len(mask)} structures"
-            log.warning("%s: no %s under the key %r in %s: %s metrics %s", data, name, key_names[name], where, name,
-                        "skipped" if not mask.any() else "over the others")
+            log.warning(
+                "%s: no %s under the key %r in %s: %s metrics %s",
+                data,
+                name,
+                key_names[name],
+                where,
+                name,
+                "skipped" if not mask.any() else "over the others",
+            )
     return present
 
 
@@ -78,19 +85,42 @@ def evaluate_file(
     f_pred = torch.from_numpy(np.concatenate([p["forces"] for p in preds]))
     has_stress = all("stress" in p for p in preds) and present["stress"].any()
     errors.add(
-        e_pred, torch.nan_to_num(e_ref), n_atoms, torch.from_numpy(present["energy"]), f_pred, f_ref, atom_mask,
+        e_pred,
+        torch.nan_to_num(e_ref),
+        n_atoms,
+        torch.from_numpy(present["energy"]),
+        f_pred,
+        f_ref,
+        atom_mask,
         torch.from_numpy(np.stack([p["stress"] for p in preds])) if has_stress else None,
-        torch.from_numpy(np.stack([a.info.get(keys.REF_STRESS, np.zeros((3, 3))) for a in configs])) if has_stress else None,
+        torch.from_numpy(np.stack([a.info.get(keys.REF_STRESS, np.zeros((3, 3))) for a in configs]))
+        if has_stress
+        else None,
         torch.from_numpy(present["stress"]) if has_stress else None,
     )
+    if all("charges" in p for p in preds):
+        has_dipole = np.array([keys.REF_DIPOLE in a.info and "dipole" in p for a, p in zip(configs, preds)])
+        has_charges = np.array([keys.REF_CHARGES in a.arrays for a in configs])
+        errors.add_charges(
+            torch.from_numpy(np.stack([p.get("dipole", np.zeros(3)) for p in preds])),
+            torch.from_numpy(np.stack([a.info.get(keys.REF_DIPOLE, np.zeros(3)) for a in configs])),
+            torch.from_numpy(has_dipole),
+            torch.from_numpy(np.concatenate([p["charges"] for p in preds])),
+            torch.from_numpy(np.concatenate([a.arrays.get(keys.REF_CHARGES, np.zeros(len(a))) for a in configs])),
+            torch.from_numpy(np.repeat(has_charges, n_atoms.numpy())),
+        )
     metrics = errors.metrics()
     if plot is not None and not (present["energy"].any() or atom_mask.any()):
         log.warning("%s: no reference energies or forces; no parity plot written", data)
     elif plot is not None:
         e = present["energy"]
         parity_plot(
-            e_ref.numpy()[e], e_pred.numpy()[e], n_atoms.numpy()[e],
-            f_ref.numpy()[atom_mask.numpy()], f_pred.numpy()[atom_mask.numpy()], plot,
+            e_ref.numpy()[e],
+            e_pred.numpy()[e],
+            n_atoms.numpy()[e],
+            f_ref.numpy()[atom_mask.numpy()],
+            f_pred.numpy()[atom_mask.numpy()],
+            plot,
         )
     if predictions is not None:
         write_predictions(configs, preds, predictions, key_names)
@@ -114,6 +144,10 @@ def write_predictions(configs: list[Atoms], preds: list[dict], path: str | Path,
         a.arrays[PREDICTION_PREFIX + "energies"] = pred["energies"]
         if "stress" in pred:
             a.info[PREDICTION_PREFIX + "stress"] = pred["stress"]
+        if "charges" in pred:
+            a.arrays[PREDICTION_PREFIX + "charges"] = pred["charges"]
+        if "dipole" in pred:
+            a.info[PREDICTION_PREFIX + "dipole"] = pred["dipole"]
         out.append(a)
     path = Path(path)
     ase.io.write(path, out, format="extxyz")

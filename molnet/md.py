@@ -56,7 +56,15 @@ def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:
         )
 
 
-def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K: float, friction_per_fs: float = 0.01, pressure_bar: float = 1.0, seed: int = 0):
+def make_dynamics(
+    atoms: Atoms,
+    ensemble: str,
+    timestep_fs: float,
+    temperature_K: float,
+    friction_per_fs: float = 0.01,
+    pressure_bar: float = 1.0,
+    seed: int = 0,
+):
     """The ASE integrator for ``ensemble`` (VelocityVerlet, Langevin, or Berendsen NPT)."""
     dt = timestep_fs * units.fs
     if ensemble == "nve":
@@ -64,13 +72,26 @@ def make_dynamics(atoms: Atoms, ensemble: str, timestep_fs: float, temperature_K
     if ensemble == "nvt":
         if not atoms.constraints:  # keep the centre of mass fixed, as ASE recommends instead of fixcm
             atoms.set_constraint(FixCom())
-        return Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs,
-                        fixcm=False, rng=np.random.default_rng(seed))
+        return Langevin(
+            atoms,
+            timestep=dt,
+            temperature_K=temperature_K,
+            friction=friction_per_fs / units.fs,
+            fixcm=False,
+            rng=np.random.default_rng(seed),
+        )
     if ensemble == "npt":
         if not atoms.pbc.all():
             raise ConfigError("NPT needs a structure periodic in all three directions")
-        return NPTBerendsen(atoms, timestep=dt, temperature_K=temperature_K, pressure_au=pressure_bar * units.bar,
-                            taut=100 * units.fs, taup=1000 * units.fs, compressibility_au=4.57e-5 / units.bar)
+        return NPTBerendsen(
+            atoms,
+            timestep=dt,
+            temperature_K=temperature_K,
+            pressure_au=pressure_bar * units.bar,
+            taut=100 * units.fs,
+            taup=1000 * units.fs,
+            compressibility_au=4.57e-5 / units.bar,
+        )
     raise ConfigError(f"unknown ensemble {ensemble!r}; choose from {ENSEMBLES}")
 
 
@@ -122,8 +143,14 @@ def run_md(
 
     record()
     start = time.perf_counter()
-    columns = (TextColumn("[bold]MD {task.fields[ensemble]}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("{task.fields[ns_day]:.3f} ns/day"), TextColumn("T={task.fields[temp]:.0f} K"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]MD {task.fields[ensemble]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[ns_day]:.3f} ns/day"),
+        TextColumn("T={task.fields[temp]:.0f} K"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("md", total=steps, ensemble=ensemble.upper(), ns_day=0.0, temp=md_log.temperature[0])
         done = 0
@@ -137,5 +164,11 @@ def run_md(
             bar.update(task, completed=done, ns_day=ns_day, temp=md_log.temperature[-1])
     elapsed = time.perf_counter() - start
     if steps:
-        log.info("%d steps in %.1f s: %.2f steps/s, %.3f ns/day", steps, elapsed, steps / elapsed, steps * timestep_fs * 1e-6 / (elapsed / 86400))
+        log.info(
+            "%d steps in %.1f s: %.2f steps/s, %.3f ns/day",
+            steps,
+            elapsed,
+            steps / elapsed,
+            steps * timestep_fs * 1e-6 / (elapsed / 86400),
+        )
     return md_log

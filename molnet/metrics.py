@@ -22,6 +22,9 @@ _METRICS = (
     ("forces_rmse_meV_per_A", "f_sq", "n_f", True),
     ("stress_mae_meV_per_A3", "s_abs", "n_s", False),
     ("stress_rmse_meV_per_A3", "s_sq", "n_s", True),
+    ("dipole_mae_me_A", "d_abs", "n_d", False),  # milli e·Å per component
+    ("dipole_rmse_me_A", "d_sq", "n_d", True),
+    ("charges_mae_me", "q_abs", "n_q", False),  # milli e
 )
 
 
@@ -77,6 +80,27 @@ class ErrorSums:
             self._add("n_s", 9 * mask.sum())
             self._add("s_abs", ds.abs().sum())
             self._add("s_sq", (ds**2).sum())
+
+    @torch.no_grad()
+    def add_charges(
+        self,
+        dipole_pred: torch.Tensor,
+        dipole_ref: torch.Tensor,
+        dipole_mask: torch.Tensor,
+        charges_pred: torch.Tensor,
+        charges_ref: torch.Tensor,
+        charges_mask: torch.Tensor,
+    ) -> None:
+        """Add dipoles ``[B, 3]`` (e·Å) with a per-structure mask ``[B]`` and charges ``[N]`` (e) with a per-atom mask."""
+        mask = dipole_mask.to(torch.float64)[:, None]
+        dd = (dipole_pred.to(torch.float64) - dipole_ref.to(torch.float64)) * mask
+        self._add("n_d", 3 * mask.sum())
+        self._add("d_abs", dd.abs().sum())
+        self._add("d_sq", (dd**2).sum())
+        qmask = charges_mask.to(torch.float64)
+        dq = (charges_pred.to(torch.float64) - charges_ref.to(torch.float64)) * qmask
+        self._add("n_q", qmask.sum())
+        self._add("q_abs", dq.abs().sum())
 
     def reduce(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Apply ``fn`` to every sum, e.g. a sum over DDP ranks (every rank must hold the same keys)."""

@@ -18,7 +18,11 @@ def _parity(ax, ref, pred, label, unit):
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
     ax.scatter(ref, pred, s=4, alpha=0.5)
     mae = np.mean(np.abs(pred - ref)) * 1000
-    ax.set(xlabel=f"reference {label} ({unit})", ylabel=f"predicted {label} ({unit})", title=f"{label}: MAE {mae:.2f} m{unit}")
+    ax.set(
+        xlabel=f"reference {label} ({unit})",
+        ylabel=f"predicted {label} ({unit})",
+        title=f"{label}: MAE {mae:.2f} m{unit}",
+    )
     ax.xaxis.set_major_locator(plt.MaxNLocator(5))
     ax.yaxis.set_major_locator(plt.MaxNLocator(5))
 
@@ -42,7 +46,9 @@ def parity_plot(energy_ref, energy_pred, n_atoms, forces_ref, forces_pred, path:
     return Path(path)
 
 
-def learning_curve(epochs: Sequence[float], series: dict[str, Sequence[float]], path: str | Path, ylabel: str = "value") -> Path:
+def learning_curve(
+    epochs: Sequence[float], series: dict[str, Sequence[float]], path: str | Path, ylabel: str = "value"
+) -> Path:
     """One line per metric against epoch, log y axis."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, values in series.items():

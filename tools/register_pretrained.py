@@ -38,10 +38,15 @@ def main() -> None:
         "sha256": sha256_of(target),
         "file": target.name,
         "size_bytes": target.stat().st_size,
-        "metrics": {"test_file": Path(args.test).name, **{k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}},
+        "metrics": {
+            "test_file": Path(args.test).name,
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
+        },
         "description": args.description,
     }
-    entries = [e for e in json.loads(REGISTRY_FILE.read_text()) if e["name"] != args.name] if REGISTRY_FILE.is_file() else []
+    entries = (
+        [e for e in json.loads(REGISTRY_FILE.read_text()) if e["name"] != args.name] if REGISTRY_FILE.is_file() else []
+    )
     REGISTRY_FILE.write_text(json.dumps(sorted(entries + [entry], key=lambda e: e["name"]), indent=2) + "\n")
     print(json.dumps(entry, indent=2))
 

@@ -15,6 +15,7 @@ from molnet.errors import InputError
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
 
+
 class MolNetCalculator(Calculator):
     """ASE calculator wrapping a molnet :class:`~molnet.models.Potential`.
 
@@ -42,12 +43,23 @@ class MolNetCalculator(Calculator):
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
-    and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions.
+    and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions; models
+    with a Coulomb block add ``charges`` (e; ``atoms.get_charges()``) and, for molecules, ``dipole``
+    (e·Å; ``atoms.get_dipole_moment()``). The total charge is ``atoms.info["charge"]`` (default 0).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "charges", "dipole"]
 
-    def __init__(self, model: str | os.PathLike | Potential = "mace-acac", device: str = "cpu", dtype: str = "float64", skin: float = 0.5, compile: bool = False, cueq: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike | Potential = "mace-acac",
+        device: str = "cpu",
+        dtype: str = "float64",
+        skin: float = 0.5,
+        compile: bool = False,
+        cueq: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
@@ -72,7 +84,11 @@ class MolNetCalculator(Calculator):
         if self._graph is None or self._reference is None or self.skin == 0:
             return True
         positions, cell, numbers, pbc = self._reference
-        if len(numbers) != len(atoms) or not np.array_equal(numbers, atoms.numbers) or not np.array_equal(pbc, atoms.pbc):
+        if (
+            len(numbers) != len(atoms)
+            or not np.array_equal(numbers, atoms.numbers)
+            or not np.array_equal(pbc, atoms.pbc)
+        ):
             return True
         if not np.array_equal(cell, atoms.cell[:]):
             return True
@@ -81,7 +97,9 @@ class MolNetCalculator(Calculator):
 
     def _graph_for(self, atoms: Atoms) -> Batch:
         if self._needs_rebuild(atoms):
-            self.model.species_of(torch.as_tensor(atoms.numbers, device=self.device))  # clear error for unknown elements
+            self.model.species_of(
+                torch.as_tensor(atoms.numbers, device=self.device)
+            )  # clear error for unknown elements
             graph = AtomicGraph.from_atoms(atoms, self.model.r_max + self.skin, dtype=self.torch_dtype)
             self._graph = Batch.from_data_list([graph]).to(self.device)
             # the pairs within r_max + skin: candidates from which every call keeps those within r_max
@@ -90,6 +108,9 @@ class MolNetCalculator(Calculator):
             self.neighbor_list_builds += 1
         elif not np.isfinite(atoms.positions).all():
             raise InputError("positions contain NaN or infinite values")
+        self._graph[keys.TOTAL_CHARGE] = torch.tensor(
+            [float(atoms.info.get(keys.CHARGE_INFO, 0.0))], dtype=self.torch_dtype, device=self.device
+        )
         positions = torch.tensor(atoms.positions, dtype=self.torch_dtype, device=self.device)
         sender, receiver = self._candidates[keys.EDGE_INDEX]
         lengths = torch.linalg.norm(positions[sender] - positions[receiver] + self._candidates[keys.SHIFTS], dim=1)
@@ -114,3 +135,7 @@ class MolNetCalculator(Calculator):
         if periodic:
             s = out[keys.STRESS][0].cpu().numpy().astype(np.float64)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if keys.CHARGES in out:
+            self.results["charges"] = out[keys.CHARGES].cpu().numpy().astype(np.float64)
+            if not atoms.pbc.any():  # the dipole of a periodic cell is ill-defined
+                self.results["dipole"] = out[keys.DIPOLE][0].cpu().numpy().astype(np.float64)

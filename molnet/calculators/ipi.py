@@ -25,7 +25,9 @@ from molnet.errors import InputError, UnknownElementError
 log = logging.getLogger(__name__)
 
 
-def connect(unixsocket: str | None = None, host: str = "localhost", port: int | None = None, timeout: float = 60.0) -> SocketClient:
+def connect(
+    unixsocket: str | None = None, host: str = "localhost", port: int | None = None, timeout: float = 60.0
+) -> SocketClient:
     """Connect to an i-PI server, retrying for ``timeout`` seconds while it is not up yet.
 
     ``unixsocket`` NAME connects to ``/tmp/ipi_NAME`` (the i-PI convention); otherwise
@@ -40,7 +42,9 @@ def connect(unixsocket: str | None = None, host: str = "localhost", port: int | 
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             if time.monotonic() > deadline:
                 where = f"Unix socket /tmp/ipi_{unixsocket}" if unixsocket else f"{host}:{port}"
-                raise ConnectionError(f"no i-PI server at {where} after {timeout:.0f} s ({exc}); start the server first") from exc
+                raise ConnectionError(
+                    f"no i-PI server at {where} after {timeout:.0f} s ({exc}); start the server first"
+                ) from exc
             time.sleep(0.2)
 
 
@@ -69,7 +73,9 @@ def serve(calculator: MolNetCalculator, structure: Atoms, client: SocketClient) 
         for _ in client.irun(atoms, use_stress=bool(atoms.pbc.all())):
             steps += 1
     except ValueError as exc:  # positions of the wrong shape
-        raise InputError(f"the server sent a structure that does not match the {len(atoms)} atoms of the structure file ({exc})") from exc
+        raise InputError(
+            f"the server sent a structure that does not match the {len(atoms)} atoms of the structure file ({exc})"
+        ) from exc
     except OSError as exc:  # the server vanished between receiving positions and sending forces
         log.info("the server closed the connection (%s)", exc)
     finally:

@@ -49,8 +49,13 @@ class MolNetModel(ModelInterface):
     when asked and the state is periodic, ``stress``; a non-periodic state gets zero stress.
     """
 
-    def __init__(self, model: str | os.PathLike | Potential, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float64",
-                 compute_stress: bool = True) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike | Potential,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float64",
+        compute_stress: bool = True,
+    ) -> None:
         super().__init__()
         self._device = torch.device(device)
         self._dtype = resolve_dtype(dtype)
@@ -75,18 +80,20 @@ class MolNetModel(ModelInterface):
         )
         unit_shifts = unit_shifts.to(self._dtype)
         counts = torch.bincount(state.system_idx, minlength=n_systems)
-        return _Graphs({
-            keys.POSITIONS: positions,
-            keys.ATOMIC_NUMBERS: state.atomic_numbers,
-            keys.EDGE_INDEX: torch.stack([mapping[1], mapping[0]]),  # (sender j, receiver i)
-            keys.UNIT_SHIFTS: unit_shifts,
-            keys.SHIFTS: torch.einsum("ei,eij->ej", unit_shifts, cell[edge_system]),
-            keys.CELL: cell,
-            keys.PBC: pbc,
-            keys.BATCH: state.system_idx,
-            "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
-            "num_graphs": n_systems,
-        })
+        return _Graphs(
+            {
+                keys.POSITIONS: positions,
+                keys.ATOMIC_NUMBERS: state.atomic_numbers,
+                keys.EDGE_INDEX: torch.stack([mapping[1], mapping[0]]),  # (sender j, receiver i)
+                keys.UNIT_SHIFTS: unit_shifts,
+                keys.SHIFTS: torch.einsum("ei,eij->ej", unit_shifts, cell[edge_system]),
+                keys.CELL: cell,
+                keys.PBC: pbc,
+                keys.BATCH: state.system_idx,
+                "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+                "num_graphs": n_systems,
+            }
+        )
 
     def forward(self, state: ts.SimState | dict, **kwargs) -> dict[str, torch.Tensor]:
         if isinstance(state, dict):
@@ -95,5 +102,9 @@ class MolNetModel(ModelInterface):
         out = self.model(self.graphs(state), compute_forces=True, compute_stress=stress)
         results = {"energy": out[keys.ENERGY], "forces": out[keys.FORCES]}
         if self._compute_stress:
-            results["stress"] = out[keys.STRESS] if stress else torch.zeros(state.n_systems, 3, 3, dtype=self._dtype, device=self._device)
+            results["stress"] = (
+                out[keys.STRESS]
+                if stress
+                else torch.zeros(state.n_systems, 3, 3, dtype=self._dtype, device=self._device)
+            )
         return results

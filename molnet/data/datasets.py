@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import ase.io
 import numpy as np
 from ase import Atoms
-import ase.io
 
 from molnet.data import keys
 from molnet.data.units import unit_factors
 from molnet.errors import DataError
 
 #: Targets that read_dataset knows; the names are those of the ``require`` argument.
-TARGETS = ("energy", "forces", "stress")
+TARGETS = ("energy", "forces", "stress", "dipole", "charges")
 
 
 def _lookup(atoms: Atoms, key: str, container: str):
@@ -48,8 +48,13 @@ def extract_targets(
     where: str = "structure",
     energy_unit: str = "eV",
     length_unit: str = "Å",
+    dipole_key: str = "dipole",
+    charges_key: str = "charges",
 ) -> Atoms:
     """Return a copy of ``atoms`` with its reference values stored under the ``REF_*`` keys.
+
+    Dipoles (``info[dipole_key]``, e·Å, converted with ``length_unit``) and atomic charges
+    (``arrays[charges_key]``, e) are read when present.
 
     Values are read from ``atoms.info`` (energy, stress), ``atoms.arrays`` (forces) or an
     attached SinglePointCalculator (ASE >= 3.23 moves ``energy``/``forces``/``stress`` there).
@@ -71,7 +76,15 @@ def extract_targets(
     energy = _lookup(atoms, energy_key, "info")
     forces = _lookup(atoms, forces_key, "arrays")
     stress = _lookup(atoms, stress_key, "info")
-    for name, key, value in (("energy", energy_key, energy), ("forces", forces_key, forces), ("stress", stress_key, stress)):
+    dipole = _lookup(atoms, dipole_key, "info")
+    charges = _lookup(atoms, charges_key, "arrays")
+    for name, key, value in (
+        ("energy", energy_key, energy),
+        ("forces", forces_key, forces),
+        ("stress", stress_key, stress),
+        ("dipole", dipole_key, dipole),
+        ("charges", charges_key, charges),
+    ):
         if value is None and name in require:
             raise DataError(
                 f"{where}: no {name} under the key {key!r} (info keys: {sorted(atoms.info)}, "
@@ -88,18 +101,27 @@ def extract_targets(
     if forces is not None:
         forces = np.asarray(forces, dtype=np.float64)
         if forces.shape != (n, 3):
-            raise DataError(
-                f"{where}: forces under key {forces_key!r} have shape {forces.shape}; expected ({n}, 3)"
-            )
+            raise DataError(f"{where}: forces under key {forces_key!r} have shape {forces.shape}; expected ({n}, 3)")
         if not np.isfinite(forces).all():
             raise DataError(f"{where}: forces under key {forces_key!r} contain NaN or infinite values")
         out.arrays[keys.REF_FORCES] = forces * (e_unit / l_unit)
     if stress is not None:
         out.info[keys.REF_STRESS] = _as_stress_matrix(stress, where) * (e_unit / l_unit**3)
-    for k in (energy_key, stress_key):
+    if dipole is not None:
+        dipole = np.asarray(dipole, dtype=np.float64).reshape(-1)
+        if dipole.shape != (3,):
+            raise DataError(f"{where}: dipole under key {dipole_key!r} has {dipole.size} components; expected 3")
+        out.info[keys.REF_DIPOLE] = dipole * l_unit
+    if charges is not None:
+        charges = np.asarray(charges, dtype=np.float64).reshape(-1)
+        if charges.shape != (n,):
+            raise DataError(f"{where}: charges under key {charges_key!r} have shape {charges.shape}; expected ({n},)")
+        out.arrays[keys.REF_CHARGES] = charges
+    for k in (energy_key, stress_key, dipole_key):
         out.info.pop(k, None)
-    if forces_key in out.arrays:
-        del out.arrays[forces_key]
+    for k in (forces_key, charges_key):
+        if k in out.arrays:
+            del out.arrays[k]
     return out
 
 
@@ -112,6 +134,8 @@ def read_dataset(
     index: str = ":",
     energy_unit: str = "eV",
     length_unit: str = "Å",
+    dipole_key: str = "dipole",
+    charges_key: str = "charges",
 ) -> list[Atoms]:
     """Read reference structures from ``path`` (extxyz, ASE db, or any format ASE reads).
 
@@ -128,14 +152,26 @@ def read_dataset(
     try:
         frames = ase.io.read(str(path), index=index)
     except Exception as exc:  # ASE raises many types for broken files
-        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file truncated or of another format?") from exc
+        raise DataError(
+            f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file truncated or of another format?"
+        ) from exc
     if isinstance(frames, Atoms):
         frames = [frames]
     if len(frames) == 0:
         raise DataError(f"{path}: contains no structures")
     return [
-        extract_targets(a, energy_key, forces_key, stress_key, require, where=f"{path}, frame {i}",
-                        energy_unit=energy_unit, length_unit=length_unit)
+        extract_targets(
+            a,
+            energy_key,
+            forces_key,
+            stress_key,
+            require,
+            where=f"{path}, frame {i}",
+            energy_unit=energy_unit,
+            length_unit=length_unit,
+            dipole_key=dipole_key,
+            charges_key=charges_key,
+        )
         for i, a in enumerate(frames)
     ]
 
@@ -162,14 +198,14 @@ def read_isolated_atoms(path: str | Path, energy_key: str = "energy", energy_uni
     e0s: dict[int, float] = {}
     for i, atoms in enumerate(read_dataset(path, energy_key, require=("energy",), energy_unit=energy_unit)):
         if len(atoms) != 1:
-            raise DataError(f"{path}, frame {i}: an isolated-atoms file holds single atoms; this frame has {len(atoms)}")
+            raise DataError(
+                f"{path}, frame {i}: an isolated-atoms file holds single atoms; this frame has {len(atoms)}"
+            )
         e0s[int(atoms.numbers[0])] = float(atoms.info[keys.REF_ENERGY])
     return e0s
 
 
-def random_split(
-    configs: Sequence[Atoms], valid_fraction: float, seed: int = 0
-) -> tuple[list[Atoms], list[Atoms]]:
+def random_split(configs: Sequence[Atoms], valid_fraction: float, seed: int = 0) -> tuple[list[Atoms], list[Atoms]]:
     """Seeded random split into (train, valid); at least one validation configuration."""
     if not 0.0 < valid_fraction < 1.0:
         raise DataError(f"valid_fraction must lie in (0, 1), got {valid_fraction}")

@@ -48,9 +48,7 @@ def estimate_edges(n_atoms: int, cell: np.ndarray, pbc: np.ndarray, r_max: float
     return n2 * factor
 
 
-def validate_structure(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, where: str = "structure"
-) -> None:
+def validate_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, where: str = "structure") -> None:
     """Raise :class:`InputError` if a structure cannot be evaluated.
 
     Checks: at least one atom, finite positions and cell, and a non-singular cell along
@@ -60,9 +58,7 @@ def validate_structure(
         raise InputError(f"{where}: the structure has no atoms")
     bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
     if len(bad):
-        raise InputError(
-            f"{where}: positions of atom(s) {bad[:10].tolist()} are NaN or infinite"
-        )
+        raise InputError(f"{where}: positions of atom(s) {bad[:10].tolist()} are NaN or infinite")
     if not np.isfinite(cell).all():
         raise InputError(f"{where}: the cell contains NaN or infinite values")
     if pbc.any():
@@ -132,7 +128,13 @@ class AtomicGraph(Data):
                 "needed; use a larger (super)cell"
             )
         if estimate > WARN_EDGES:
-            log.warning("%s: about %.2g edges for %d atoms with r_max=%.2f Å; memory use will be large", where, estimate, len(atoms), r_max)
+            log.warning(
+                "%s: about %.2g edges for %d atoms with r_max=%.2f Å; memory use will be large",
+                where,
+                estimate,
+                len(atoms),
+                r_max,
+            )
         nl = neighbor_list(positions, cell, pbc, r_max)
         close = np.flatnonzero(nl.distances < MIN_DISTANCE)
         if len(close):
@@ -153,6 +155,7 @@ class AtomicGraph(Data):
             pbc=torch.tensor(pbc).unsqueeze(0),
             num_nodes=len(atoms),
         )
+        graph[keys.TOTAL_CHARGE] = torch.tensor([float(atoms.info.get(keys.CHARGE_INFO, 0.0))], dtype=dtype)
         _attach_targets(graph, atoms, dtype)
         return graph
 
@@ -177,3 +180,11 @@ def _attach_targets(graph: AtomicGraph, atoms: Atoms, dtype: torch.dtype) -> Non
     )
     graph[keys.STRESS_WEIGHT] = torch.tensor([1.0 if stress is not None else 0.0], dtype=dtype)
     graph[keys.WEIGHT] = torch.tensor([float(atoms.info.get(keys.REF_WEIGHT, 1.0))], dtype=dtype)
+    dipole = atoms.info.get(keys.REF_DIPOLE)
+    graph[keys.REF_DIPOLE_FIELD] = torch.tensor(
+        np.zeros((1, 3)) if dipole is None else np.asarray(dipole).reshape(1, 3), dtype=dtype
+    )
+    graph[keys.DIPOLE_WEIGHT] = torch.tensor([0.0 if dipole is None else 1.0], dtype=dtype)
+    charges = atoms.arrays.get(keys.REF_CHARGES)
+    graph[keys.REF_CHARGES_FIELD] = torch.tensor(np.zeros(n) if charges is None else np.asarray(charges), dtype=dtype)
+    graph[keys.CHARGES_WEIGHT] = torch.tensor([0.0 if charges is None else 1.0], dtype=dtype)

@@ -14,6 +14,8 @@ UNIT_SHIFTS = "unit_shifts"  # [n_edges, 3] integer lattice translations, shift 
 CELL = "cell"  # [1, 3, 3] Å, rows are lattice vectors
 PBC = "pbc"  # [1, 3] bool
 BATCH = "batch"  # [n_nodes] graph index of each node (added by torch_geometric)
+TOTAL_CHARGE = "total_charge"  # [1] e, from atoms.info[CHARGE_INFO] (default 0)
+CHARGE_INFO = "charge"  # the atoms.info key of a structure's total charge
 
 # Targets ---------------------------------------------------------------------
 ENERGY = "energy"  # [1] eV
@@ -23,14 +25,22 @@ WEIGHT = "weight"  # [1] per-configuration loss weight
 ENERGY_WEIGHT = "energy_weight"  # [1] 0 when the configuration has no energy
 FORCES_WEIGHT = "forces_weight"  # [1] 0 when the configuration has no forces
 STRESS_WEIGHT = "stress_weight"  # [1] 0 when the configuration has no stress
+REF_DIPOLE_FIELD = "dipole_ref"  # [1, 3] e·Å reference dipole
+DIPOLE_WEIGHT = "dipole_weight"  # [1] 0 when the configuration has no dipole
+REF_CHARGES_FIELD = "charges_ref"  # [n_nodes] e reference atomic charges
+CHARGES_WEIGHT = "charges_weight"  # [1] 0 when the configuration has no charges
 
 # Where read_dataset stores parsed reference values on ase.Atoms ---------------
 REF_ENERGY = "REF_energy"
 REF_FORCES = "REF_forces"
 REF_STRESS = "REF_stress"
 REF_WEIGHT = "REF_weight"
+REF_DIPOLE = "REF_dipole"
+REF_CHARGES = "REF_charges"
 CONFIG_TYPE = "config_type"
 ISOLATED_ATOM = "isolated_atom"
 
 # Model outputs -----------------------------------------------------------------
 NODE_ENERGY = "node_energy"  # [n_nodes] eV
+CHARGES = "charges"  # [n_nodes] e, models with a Coulomb block
+DIPOLE = "dipole"  # [n_graphs, 3] e·Å = Σ q_i r_i, molecules with a Coulomb block

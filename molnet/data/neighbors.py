@@ -34,9 +34,7 @@ class NeighborList:
     distances: np.ndarray
 
 
-def neighbor_list(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, r_max: float
-) -> NeighborList:
+def neighbor_list(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, r_max: float) -> NeighborList:
     """All ordered pairs (i, j, image) with ``|r_ij| < r_max``, excluding i == j in the same image.
 
     Parameters
@@ -64,9 +62,7 @@ def neighbor_list(
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     box = complete_cell(cell) if pbc.any() else np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=float(r_max), full_list=True)
-    i, j, unit_shifts, d = calculator.compute(
-        positions, box, [bool(p) for p in pbc], quantities="ijSd"
-    )
+    i, j, unit_shifts, d = calculator.compute(positions, box, [bool(p) for p in pbc], quantities="ijSd")
     unit_shifts = np.asarray(unit_shifts, dtype=np.int64).reshape(-1, 3)
     return NeighborList(
         sender=np.asarray(j, dtype=np.int64),

@@ -7,10 +7,11 @@ server, and metadata beside the arrays; mace-torch's preprocessed sets are HDF5 
 Layout (``n`` structures, ``a`` atoms in all; units eV, Å, eV/Å, eV/Å³):
 
 - ``offsets [n + 1]`` int64: structure c holds atoms ``offsets[c]:offsets[c + 1]``;
-- ``numbers [a]`` int16, ``positions [a, 3]`` and ``forces [a, 3]`` float64 (NaN without forces);
+- ``numbers [a]`` int16, ``positions [a, 3]``, ``forces [a, 3]`` and ``charges [a]`` float64 (NaN
+  where absent);
 - ``cell [n, 3, 3]``, ``pbc [n, 3]`` bool, ``energy [n]`` (NaN without energy), ``stress [n, 3, 3]``
   (NaN without stress), ``weight [n]``, ``config_type [n]`` (strings), ``n_edges [n]`` (edges at
-  the file's ``r_max``);
+  the file's ``r_max``), ``total_charge [n]`` (e) and ``dipole [n, 3]`` (e·Å, NaN where absent);
 - attributes: ``format``, ``version``, ``complete`` (set last: a killed writer never leaves a
   file that reads as complete), ``units`` (the source units converted from), ``keys``,
   ``sources`` (files, frames and sha256), ``isolated_e0s`` and ``statistics`` (the streaming
@@ -37,7 +38,7 @@ from molnet.errors import DataError
 
 FORMAT_NAME = "molnet-dataset"
 FORMAT_VERSION = 1
-_PER_CONFIG = ("cell", "pbc", "energy", "stress", "weight", "config_type", "n_edges")
+_PER_CONFIG = ("cell", "pbc", "energy", "stress", "weight", "config_type", "n_edges", "total_charge", "dipole")
 
 
 def is_dataset(path: str | os.PathLike) -> bool:
@@ -53,16 +54,22 @@ class DatasetWriter:
     finished write is renamed to ``path``, so a killed run leaves the old data set (or none).
     """
 
-    def __init__(self, path: str | os.PathLike, r_max: float, units: dict, data_keys: dict, append: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike, r_max: float, units: dict, data_keys: dict, append: bool = False
+    ) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append:
             info = read_info(self.path)
             if info["statistics"]["r_max"] != r_max:
-                raise DataError(f"{self.path}: holds neighbour counts at r_max {info['statistics']['r_max']} Å, not {r_max}; append with the same --r_max")
+                raise DataError(
+                    f"{self.path}: holds neighbour counts at r_max {info['statistics']['r_max']} Å, not {r_max}; append with the same --r_max"
+                )
             if info["units"] != units:
-                raise DataError(f"{self.path}: was written from units {info['units']}, not {units}; convert both the same way")
+                raise DataError(
+                    f"{self.path}: was written from units {info['units']}, not {units}; convert both the same way"
+                )
             shutil.copyfile(self.path, self.partial)
             self.file = h5py.File(self.partial, "r+")
             self.stats = StatisticsAccumulator.from_dict(info["statistics"])
@@ -70,15 +77,35 @@ class DatasetWriter:
             self.sources = info["sources"]
         else:
             self.file = h5py.File(self.partial, "w")
-            self.file.attrs.update({"format": FORMAT_NAME, "version": FORMAT_VERSION, "complete": False,
-                                    "units": json.dumps(units), "keys": json.dumps(data_keys)})
+            self.file.attrs.update(
+                {
+                    "format": FORMAT_NAME,
+                    "version": FORMAT_VERSION,
+                    "complete": False,
+                    "units": json.dumps(units),
+                    "keys": json.dumps(data_keys),
+                }
+            )
             self.file.create_dataset("offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(65536,))
-            for name, shape, dtype in (("numbers", (), np.int16), ("positions", (3,), np.float64), ("forces", (3,), np.float64),
-                                       ("cell", (3, 3), np.float64), ("pbc", (3,), bool), ("energy", (), np.float64),
-                                       ("stress", (3, 3), np.float64), ("weight", (), np.float64),
-                                       ("config_type", (), h5py.string_dtype()), ("n_edges", (), np.int64)):
-                chunk = 65536 if name in ("numbers", "positions", "forces") else 4096
-                self.file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk, *shape))
+            for name, shape, dtype in (
+                ("numbers", (), np.int16),
+                ("positions", (3,), np.float64),
+                ("forces", (3,), np.float64),
+                ("charges", (), np.float64),
+                ("total_charge", (), np.float64),
+                ("dipole", (3,), np.float64),
+                ("cell", (3, 3), np.float64),
+                ("pbc", (3,), bool),
+                ("energy", (), np.float64),
+                ("stress", (3, 3), np.float64),
+                ("weight", (), np.float64),
+                ("config_type", (), h5py.string_dtype()),
+                ("n_edges", (), np.int64),
+            ):
+                chunk = 65536 if name in ("numbers", "positions", "forces", "charges") else 4096
+                self.file.create_dataset(
+                    name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk, *shape)
+                )
             self.stats = StatisticsAccumulator(r_max=r_max)
             self.isolated: dict[int, float] = {}
             self.sources: list[dict] = []
@@ -94,7 +121,7 @@ class DatasetWriter:
         n_new, a_new = len(structures), int(lengths.sum())
         self._grow("offsets", 1 + start + n_new)
         f["offsets"][start + 1 :] = start_atoms + np.cumsum(lengths)
-        for name in ("numbers", "positions", "forces"):
+        for name in ("numbers", "positions", "forces", "charges"):
             self._grow(name, start_atoms + a_new)
         for name in _PER_CONFIG:
             self._grow(name, start + n_new)
@@ -102,7 +129,9 @@ class DatasetWriter:
             f["numbers"][start_atoms:] = np.concatenate([a.numbers for a in structures])
             f["positions"][start_atoms:] = np.concatenate([a.positions for a in structures])
             nan3 = [np.full((len(a), 3), np.nan) for a in structures]
-            f["forces"][start_atoms:] = np.concatenate([a.arrays.get(keys.REF_FORCES, n) for a, n in zip(structures, nan3)])
+            f["forces"][start_atoms:] = np.concatenate(
+                [a.arrays.get(keys.REF_FORCES, n) for a, n in zip(structures, nan3)]
+            )
             f["cell"][start:] = np.stack([a.cell[:] if a.pbc.any() else np.zeros((3, 3)) for a in structures])
             f["pbc"][start:] = np.stack([a.pbc for a in structures])
             f["energy"][start:] = [a.info.get(keys.REF_ENERGY, np.nan) for a in structures]
@@ -110,6 +139,11 @@ class DatasetWriter:
             f["weight"][start:] = [a.info.get(keys.REF_WEIGHT, 1.0) for a in structures]
             f["config_type"][start:] = [str(a.info.get(keys.CONFIG_TYPE, "Default")) for a in structures]
             f["n_edges"][start:] = n_edges
+            f["charges"][start_atoms:] = np.concatenate(
+                [a.arrays.get(keys.REF_CHARGES, np.full(len(a), np.nan)) for a in structures]
+            )
+            f["total_charge"][start:] = [float(a.info.get(keys.CHARGE_INFO, 0.0)) for a in structures]
+            f["dipole"][start:] = np.stack([a.info.get(keys.REF_DIPOLE, np.full(3, np.nan)) for a in structures])
         for atoms, edges in zip(structures, n_edges):
             self.stats.add(atoms, edges)
         self.sources.append(source)
@@ -119,11 +153,13 @@ class DatasetWriter:
 
     def close(self) -> Path:
         """Write the statistics, mark the data set complete, and rename it into place."""
-        self.file.attrs.update({
-            "statistics": json.dumps(self.stats.to_dict()),
-            "isolated_e0s": json.dumps({str(z): e for z, e in self.isolated.items()}),
-            "sources": json.dumps(self.sources),
-        })
+        self.file.attrs.update(
+            {
+                "statistics": json.dumps(self.stats.to_dict()),
+                "isolated_e0s": json.dumps({str(z): e for z, e in self.isolated.items()}),
+                "sources": json.dumps(self.sources),
+            }
+        )
         self.file.attrs["complete"] = True
         self.file.flush()
         self.file.close()
@@ -147,16 +183,25 @@ def read_info(path: str | os.PathLike) -> dict:
             attrs = dict(f.attrs)
             n_configs = len(f["energy"]) if "energy" in f else None
     except OSError as exc:
-        raise DataError(f"{path}: not a readable HDF5 data set ({exc}); is it truncated? Run molnet preprocess again") from exc
+        raise DataError(
+            f"{path}: not a readable HDF5 data set ({exc}); is it truncated? Run molnet preprocess again"
+        ) from exc
     if attrs.get("format") != FORMAT_NAME:
-        raise DataError(f"{path}: an HDF5 file but not a molnet data set (format {attrs.get('format')!r}); write one with molnet preprocess")
+        raise DataError(
+            f"{path}: an HDF5 file but not a molnet data set (format {attrs.get('format')!r}); write one with molnet preprocess"
+        )
     if int(attrs.get("version", 0)) > FORMAT_VERSION:
-        raise DataError(f"{path}: data set format {attrs['version']} is newer than this molnet reads ({FORMAT_VERSION})")
+        raise DataError(
+            f"{path}: data set format {attrs['version']} is newer than this molnet reads ({FORMAT_VERSION})"
+        )
     if not bool(attrs.get("complete", False)) or "statistics" not in attrs:
         raise DataError(f"{path}: the data set is incomplete (its writer did not finish); run molnet preprocess again")
     return {
-        "n_configs": n_configs, "units": json.loads(attrs["units"]), "keys": json.loads(attrs["keys"]),
-        "sources": json.loads(attrs["sources"]), "isolated_e0s": json.loads(attrs["isolated_e0s"]),
+        "n_configs": n_configs,
+        "units": json.loads(attrs["units"]),
+        "keys": json.loads(attrs["keys"]),
+        "sources": json.loads(attrs["sources"]),
+        "isolated_e0s": json.loads(attrs["isolated_e0s"]),
         "statistics": json.loads(attrs["statistics"]),
     }
 
@@ -168,8 +213,14 @@ class OnDiskDataset(torch.utils.data.Dataset):
     DataLoader worker opens its own read-only handle. ``indices`` selects a subset (a split).
     """
 
-    def __init__(self, path: str | os.PathLike, r_max: float, dtype: torch.dtype = torch.float32,
-                 indices: Sequence[int] | None = None, config_type_weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        r_max: float,
+        dtype: torch.dtype = torch.float32,
+        indices: Sequence[int] | None = None,
+        config_type_weights: dict[str, float] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.info = read_info(self.path)
         self.r_max, self.dtype = r_max, dtype
@@ -203,6 +254,12 @@ class OnDiskDataset(torch.utils.data.Dataset):
             atoms.arrays[keys.REF_FORCES] = forces
         if np.isfinite(stress).all():
             atoms.info[keys.REF_STRESS] = stress
+        charges, dipole = f["charges"][lo:hi], f["dipole"][c]
+        if np.isfinite(charges).all():
+            atoms.arrays[keys.REF_CHARGES] = charges
+        if np.isfinite(dipole).all():
+            atoms.info[keys.REF_DIPOLE] = dipole
+        atoms.info[keys.CHARGE_INFO] = float(f["total_charge"][c])
         config_type = f["config_type"][c].decode()
         atoms.info[keys.CONFIG_TYPE] = config_type
         atoms.info[keys.REF_WEIGHT] = float(f["weight"][c]) * self.config_type_weights.get(config_type, 1.0)
@@ -213,12 +270,12 @@ class OnDiskDataset(torch.utils.data.Dataset):
         return int(self._handle()["n_edges"][int(self.indices[item])])
 
     def __getitem__(self, item: int) -> AtomicGraph:
-        return AtomicGraph.from_atoms(self.atoms(item), self.r_max, dtype=self.dtype,
-                                      where=f"{self.path} (structure {int(self.indices[item])})")
+        return AtomicGraph.from_atoms(
+            self.atoms(item), self.r_max, dtype=self.dtype, where=f"{self.path} (structure {int(self.indices[item])})"
+        )
 
     def __getstate__(self) -> dict:  # DataLoader workers get no open handle
         return {**self.__dict__, "_file": None, "_pid": None}
 
     def elements_present(self) -> set[str]:
         return set(StatisticsAccumulator.from_dict(self.info["statistics"]).elements())
-

@@ -61,6 +61,8 @@ def preprocess(
     energy_key: str = "energy",
     forces_key: str = "forces",
     stress_key: str = "stress",
+    dipole_key: str = "dipole",
+    charges_key: str = "charges",
     energy_unit: str = "eV",
     length_unit: str = "Å",
     require: Sequence[str] = ("energy", "forces"),
@@ -75,9 +77,19 @@ def preprocess(
     """
     files = expand_sources(data)
     units = canonical_units(energy_unit, length_unit)
-    data_keys = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
-    read_kw = {**{f"{k}_key": v for k, v in data_keys.items()}, "require": tuple(require),
-               "energy_unit": energy_unit, "length_unit": length_unit}
+    data_keys = {
+        "energy": energy_key,
+        "forces": forces_key,
+        "stress": stress_key,
+        "dipole": dipole_key,
+        "charges": charges_key,
+    }
+    read_kw = {
+        **{f"{k}_key": v for k, v in data_keys.items()},
+        "require": tuple(require),
+        "energy_unit": energy_unit,
+        "length_unit": length_unit,
+    }
     writer = DatasetWriter(out, r_max=r_max, units=units, data_keys=data_keys, append=append)
     task = partial(_read_file, r_max=r_max, read_kw=read_kw)
     try:
@@ -100,6 +112,8 @@ def preprocess(
     return path
 
 
-def _write(writer: DatasetWriter, isolated: dict[int, float], structures: list, n_edges: list[int], source: dict) -> None:
+def _write(
+    writer: DatasetWriter, isolated: dict[int, float], structures: list, n_edges: list[int], source: dict
+) -> None:
     writer.add_isolated(isolated)
     writer.add(structures, n_edges, source)

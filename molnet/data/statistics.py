@@ -92,15 +92,24 @@ class StatisticsAccumulator:
             raise DataError(f"cannot merge statistics at r_max {other.r_max} and {self.r_max} Å")
         for name in ("ata", "atb", "fraction_sum", "counts"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("energy_per_atom_sum", "n_energies", "force_sq_sum", "n_force_components", "n_edges", "n_nodes", "n_configs"):
+        for name in (
+            "energy_per_atom_sum",
+            "n_energies",
+            "force_sq_sum",
+            "n_force_components",
+            "n_edges",
+            "n_nodes",
+            "n_configs",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def elements(self) -> list[str]:
         """Symbols present, by atomic number."""
         return [chemical_symbols[z] for z in np.flatnonzero(self.counts)]
 
-    def fit_e0s(self, elements: Sequence[str], known: Mapping[str, float] | None = None,
-                underdetermined_ok: bool = False) -> dict[str, float]:
+    def fit_e0s(
+        self, elements: Sequence[str], known: Mapping[str, float] | None = None, underdetermined_ok: bool = False
+    ) -> dict[str, float]:
         """Least-squares E0s of the elements absent from ``known``: E − Σ_known n_Z·E0[Z] ≈ Σ_Z n_Z E0[Z].
 
         When the compositions of the unknown elements have lower rank than their number (e.g.
@@ -138,13 +147,16 @@ class StatisticsAccumulator:
         fitted = dict(zip(unknown, solution.tolist()))
         return {s: known[s] if s in known else fitted[s] for s in elements}
 
-    def choose_e0s(self, elements: Sequence[str], isolated_e0s: Mapping[int, float] | None,
-                   e0s: E0Choice = "isolated") -> dict[str, float]:
+    def choose_e0s(
+        self, elements: Sequence[str], isolated_e0s: Mapping[int, float] | None, e0s: E0Choice = "isolated"
+    ) -> dict[str, float]:
         """E0 per element symbol (eV) for the model's ``elements`` according to ``e0s`` (:data:`E0Choice`)."""
         if isinstance(e0s, Mapping):
             missing = [s for s in elements if s not in e0s]
             if missing:
-                raise DataError(f"data.e0s gives no energy for {missing}; give one for every element of the model {list(elements)}")
+                raise DataError(
+                    f"data.e0s gives no energy for {missing}; give one for every element of the model {list(elements)}"
+                )
             return {s: float(e0s[s]) for s in elements}
         if e0s == "average":
             return self.fit_e0s(elements, underdetermined_ok=True)
@@ -152,11 +164,15 @@ class StatisticsAccumulator:
             raise DataError(f"data.e0s must be 'isolated', 'average' or a mapping of element to eV, got {e0s!r}")
         isolated = {chemical_symbols[z]: e for z, e in (isolated_e0s or {}).items()}
         if any(s not in isolated for s in elements):
-            log.info("fitting E0s by least squares (no isolated-atom energy for %s)", [s for s in elements if s not in isolated])
+            log.info(
+                "fitting E0s by least squares (no isolated-atom energy for %s)",
+                [s for s in elements if s not in isolated],
+            )
         return self.fit_e0s(elements, known=isolated)
 
-    def statistics(self, elements: Sequence[str], isolated_e0s: Mapping[int, float] | None = None,
-                   e0s: E0Choice = "isolated") -> DatasetStatistics:
+    def statistics(
+        self, elements: Sequence[str], isolated_e0s: Mapping[int, float] | None = None, e0s: E0Choice = "isolated"
+    ) -> DatasetStatistics:
         """E0s (:meth:`choose_e0s`), avg_num_neighbors, scale (RMS force component) and shift as in mace-torch.
 
         The shift is the mean per-atom interaction energy (E − Σ E0)/N of the training set, so
@@ -166,7 +182,9 @@ class StatisticsAccumulator:
             raise DataError("no training configurations to compute statistics from")
         missing = set(self.elements()) - set(elements)
         if missing:
-            raise DataError(f"training data contains element(s) {sorted(missing)} absent from the model's elements {list(elements)}")
+            raise DataError(
+                f"training data contains element(s) {sorted(missing)} absent from the model's elements {list(elements)}"
+            )
         chosen = self.choose_e0s(elements, isolated_e0s, e0s)
         scale = float(np.sqrt(self.force_sq_sum / self.n_force_components)) if self.n_force_components else 1.0
         if not scale > 0:
@@ -183,10 +201,24 @@ class StatisticsAccumulator:
         """JSON-serialisable form (sparse over the elements present)."""
         z = np.flatnonzero(self.counts).tolist()
         return {
-            "r_max": self.r_max, "z": z, "ata": self.ata[np.ix_(z, z)].tolist(), "atb": self.atb[z].tolist(),
-            "fraction_sum": self.fraction_sum[z].tolist(), "counts": self.counts[z].tolist(),
-            **{name: getattr(self, name) for name in ("energy_per_atom_sum", "n_energies", "force_sq_sum",
-                                                      "n_force_components", "n_edges", "n_nodes", "n_configs")},
+            "r_max": self.r_max,
+            "z": z,
+            "ata": self.ata[np.ix_(z, z)].tolist(),
+            "atb": self.atb[z].tolist(),
+            "fraction_sum": self.fraction_sum[z].tolist(),
+            "counts": self.counts[z].tolist(),
+            **{
+                name: getattr(self, name)
+                for name in (
+                    "energy_per_atom_sum",
+                    "n_energies",
+                    "force_sq_sum",
+                    "n_force_components",
+                    "n_edges",
+                    "n_nodes",
+                    "n_configs",
+                )
+            },
         }
 
     @classmethod

@@ -7,8 +7,14 @@ from ase import units
 from molnet.errors import ConfigError
 
 #: eV per unit of energy.
-ENERGY_UNITS = {"eV": 1.0, "meV": 1e-3, "Hartree": units.Hartree, "Ry": units.Rydberg,
-                "kcal/mol": units.kcal / units.mol, "kJ/mol": units.kJ / units.mol}
+ENERGY_UNITS = {
+    "eV": 1.0,
+    "meV": 1e-3,
+    "Hartree": units.Hartree,
+    "Ry": units.Rydberg,
+    "kcal/mol": units.kcal / units.mol,
+    "kJ/mol": units.kJ / units.mol,
+}
 #: Å per unit of length.
 LENGTH_UNITS = {"Å": 1.0, "Angstrom": 1.0, "A": 1.0, "Bohr": units.Bohr, "nm": 10.0}
 

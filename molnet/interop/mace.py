@@ -53,6 +53,7 @@ def _natural_hidden(irreps: str) -> tuple[int, int]:
 
 def check_supported(h: dict) -> None:
     """Raise UnsupportedModelError for any feature molnet's MACE does not have."""
+
     def need(cond, what):
         if not cond:
             raise UnsupportedModelError(what)
@@ -68,22 +69,39 @@ def check_supported(h: dict) -> None:
     need(not h.get("use_agnostic_product", False), "use_agnostic_product=True")
     need(not h.get("use_last_readout_only", False), "use_last_readout_only=True")
     need(h.get("edge_irreps") is None, f"edge_irreps {h.get('edge_irreps')}")
-    need(h["sh_normalize"] is True and h["sh_normalization"] == "component", "spherical harmonics not normalize=True/component")
+    need(
+        h["sh_normalize"] is True and h["sh_normalization"] == "component",
+        "spherical harmonics not normalize=True/component",
+    )
     n = h["num_interactions"]
-    need(n >= 2, "num_interactions=1 (mace-torch keeps only scalars and a linear readout there; molnet keeps full hidden irreps and an MLP readout)")
+    need(
+        n >= 2,
+        "num_interactions=1 (mace-torch keeps only scalars and a linear readout there; molnet keeps full hidden irreps and an MLP readout)",
+    )
     layers = h["layers"]
-    need(layers[0]["interaction_cls"] in ("RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"), f"first interaction {layers[0]['interaction_cls']}")
+    need(
+        layers[0]["interaction_cls"] in ("RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"),
+        f"first interaction {layers[0]['interaction_cls']}",
+    )
     for lay in layers[1:]:
         need(lay["interaction_cls"] == "RealAgnosticResidualInteractionBlock", f"interaction {lay['interaction_cls']}")
     for lay in layers:
         need(not lay["cueq"], "cuequivariance-converted model (convert back to e3nn with mace's tools first)")
         need(lay["product_cls"] == "SymmetricContraction", f"product {lay['product_cls']}")
-        need(len(set(lay["correlation"])) == 1 and lay["correlation"][0] == layers[0]["correlation"][0], "per-layer/per-irrep correlation")
+        need(
+            len(set(lay["correlation"])) == 1 and lay["correlation"][0] == layers[0]["correlation"][0],
+            "per-layer/per-irrep correlation",
+        )
         need(lay["avg_num_neighbors"] == layers[0]["avg_num_neighbors"], "per-layer avg_num_neighbors")
         need(lay["radial_MLP"] == layers[0]["radial_MLP"], "per-layer radial_MLP")
         need(lay["edge_irreps"] == lay["node_feats_irreps"], "edge_irreps differ from node irreps")
     readouts = h["readouts"]
-    need(len(readouts) == n and all(r["cls"] == "LinearReadoutBlock" for r in readouts[:-1]) and readouts[-1]["cls"] == "NonLinearReadoutBlock", f"readouts {[r['cls'] for r in readouts]}")
+    need(
+        len(readouts) == n
+        and all(r["cls"] == "LinearReadoutBlock" for r in readouts[:-1])
+        and readouts[-1]["cls"] == "NonLinearReadoutBlock",
+        f"readouts {[r['cls'] for r in readouts]}",
+    )
     need(readouts[-1]["gate"] == ["torch.nn.functional.silu"], f"readout gate {readouts[-1]['gate']}")
 
 
@@ -101,11 +119,18 @@ def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
     return {
         "name": "mace",
         "elements": [chemical_symbols[z] for z in h["atomic_numbers"]],
-        "r_max": h["r_max"], "num_bessel": h["num_bessel"], "num_polynomial_cutoff": h["num_polynomial_cutoff"],
+        "r_max": h["r_max"],
+        "num_bessel": h["num_bessel"],
+        "num_polynomial_cutoff": h["num_polynomial_cutoff"],
         "avg_num_neighbors": layers[0]["avg_num_neighbors"],
-        "num_channels": c, "max_L": max_l, "max_ell": max_ell,
-        "correlation": layers[0]["correlation"][0], "num_interactions": h["num_interactions"],
-        "radial_MLP": list(layers[0]["radial_MLP"]), "gate": "silu", "readout_hidden": mlp[0].mul,
+        "num_channels": c,
+        "max_L": max_l,
+        "max_ell": max_ell,
+        "correlation": layers[0]["correlation"][0],
+        "num_interactions": h["num_interactions"],
+        "radial_MLP": list(layers[0]["radial_MLP"]),
+        "gate": "silu",
+        "readout_hidden": mlp[0].mul,
         "first_layer_residual": layers[0]["interaction_cls"] == "RealAgnosticResidualInteractionBlock",
         "contraction_basis": basis,
     }
@@ -178,10 +203,14 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
         for p, key in enumerate(ins_molnet):
             q = ins_mace.index(key)
             sign = (-1) ** sh[key[1]].ir.l
-            blocks.append(sign * last[:, q * c:(q + 1) * c])
+            blocks.append(sign * last[:, q * c : (q + 1) * c])
             perm_desc.append(f"{q}{'-' if sign < 0 else ''}")
-        put(f"{mi}.conv_tp_weights.layer{n_mlp - 1}.weight", f"{bi}.conv_weights.layer{n_mlp - 1}.weight",
-            torch.cat(blocks, dim=1), f"column blocks of {c}: molnet path p ← mace path [{', '.join(perm_desc)}] (− = negated, odd l_sh)")
+        put(
+            f"{mi}.conv_tp_weights.layer{n_mlp - 1}.weight",
+            f"{bi}.conv_weights.layer{n_mlp - 1}.weight",
+            torch.cat(blocks, dim=1),
+            f"column blocks of {c}: molnet path p ← mace path [{', '.join(perm_desc)}] (− = negated, odd l_sh)",
+        )
         put(f"{mi}.linear.weight", f"{bi}.linear.weight")
         if body_inter.skip is not None:
             put(f"{mi}.skip_tp.weight", f"{bi}.skip.weight")
@@ -197,9 +226,13 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
         # symmetric contraction
         prod = model.body.products[t]
         if str(prod.irreps_in) != str(o3.Irreps([(1, ir) for _, ir in o3.Irreps(lay["product_irreps_in"])])):
-            raise UnsupportedModelError(f"layer {t}: product input irreps {lay['product_irreps_in']} vs {prod.irreps_in}")
+            raise UnsupportedModelError(
+                f"layer {t}: product input irreps {lay['product_irreps_in']} vs {prod.irreps_in}"
+            )
         if str(prod.irreps_out) != lay["product_irreps_out"]:
-            raise UnsupportedModelError(f"layer {t}: product output irreps {lay['product_irreps_out']} vs {prod.irreps_out}")
+            raise UnsupportedModelError(
+                f"layer {t}: product output irreps {lay['product_irreps_out']} vs {prod.irreps_out}"
+            )
         corr = prod.correlation
         for k, (_, ir) in enumerate(prod.irreps_out):
             mp = f"products.{t}.symmetric_contractions.contractions.{k}"
@@ -247,22 +280,43 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
         put("scale_shift.shift", "shift", h["shift"].reshape(()), "copy (float64)")
 
     # coverage: every molnet parameter/persistent buffer with weights set; every file tensor used
-    keep_own = {k for k in target if k.endswith(("output_mask", ".bias", "u_fingerprint")) or "._compiled" in k
-                or (k.endswith(".weight") and target[k].numel() == 0)}
+    keep_own = {
+        k
+        for k in target
+        if k.endswith(("output_mask", ".bias", "u_fingerprint"))
+        or "._compiled" in k
+        or (k.endswith(".weight") and target[k].numel() == 0)
+    }
     missing = [k for k in target if k not in new and k not in keep_own]
     if missing:
         raise UnsupportedModelError(f"molnet tensors the file does not set: {missing}")
-    consts = {"atomic_numbers", "r_max", "num_interactions", "radial_embedding.bessel_fn.r_max",
-              "radial_embedding.bessel_fn.prefactor", "radial_embedding.cutoff_fn.p", "radial_embedding.cutoff_fn.r_max"}
-    unused = [k for k in sd if k not in used and k not in consts and not k.endswith(_IGNORED_SUFFIXES)
-              and not (k.endswith(".weight") and sd[k].numel() == 0)]
+    consts = {
+        "atomic_numbers",
+        "r_max",
+        "num_interactions",
+        "radial_embedding.bessel_fn.r_max",
+        "radial_embedding.bessel_fn.prefactor",
+        "radial_embedding.cutoff_fn.p",
+        "radial_embedding.cutoff_fn.r_max",
+    }
+    unused = [
+        k
+        for k in sd
+        if k not in used
+        and k not in consts
+        and not k.endswith(_IGNORED_SUFFIXES)
+        and not (k.endswith(".weight") and sd[k].numel() == 0)
+    ]
     if unused:
         raise UnsupportedModelError(f"file tensors without a molnet counterpart: {unused}")
     for k in sd:
         if k.endswith(".bias") and sd[k].numel():
             raise UnsupportedModelError(f"non-empty bias {k}")
     # constants that molnet computes itself: check them
-    if abs(float(sd["radial_embedding.bessel_fn.prefactor"]) - model.body.radial.basis.prefactor) > 1e-6 * model.body.radial.basis.prefactor:
+    if (
+        abs(float(sd["radial_embedding.bessel_fn.prefactor"]) - model.body.radial.basis.prefactor)
+        > 1e-6 * model.body.radial.basis.prefactor
+    ):
         raise UnsupportedModelError("Bessel prefactor differs from sqrt(2/r_max)")
     if float(sd["radial_embedding.cutoff_fn.r_max"]) != float(sd["r_max"]):
         raise UnsupportedModelError("cutoff r_max differs from r_max")
@@ -273,15 +327,26 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
     return model.eval(), rows
 
 
-
 #: Names of mace-torch foundation-model files whose weights carry a licence of their own.
 _LICENSED = {
-    ("mace-mp", "mace_mp", "mace-mpa", "mace-omat", "mace_agnesi", "mace-matpes"): "MACE-MP/MPA/OMAT foundation models: see the licence of the ACEsuit/mace-foundations release you downloaded",
-    ("mace-off", "mace_off"): "MACE-OFF models are released under the Academic Software License (ASL): non-commercial use",
+    (
+        "mace-mp",
+        "mace_mp",
+        "mace-mpa",
+        "mace-omat",
+        "mace_agnesi",
+        "mace-matpes",
+    ): "MACE-MP/MPA/OMAT foundation models: see the licence of the ACEsuit/mace-foundations release you downloaded",
+    (
+        "mace-off",
+        "mace_off",
+    ): "MACE-OFF models are released under the Academic Software License (ASL): non-commercial use",
 }
 
 
-def import_mace(path: str | Path, head: str | None = None, basis: str = "reduced", dtype: torch.dtype = torch.float64) -> Potential:
+def import_mace(
+    path: str | Path, head: str | None = None, basis: str = "reduced", dtype: torch.dtype = torch.float64
+) -> Potential:
     """A molnet :class:`Potential` with the weights of the mace-torch model file ``path``.
 
     ``head`` names the readout head to keep (models with one head only; the file's single head

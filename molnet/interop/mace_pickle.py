@@ -41,9 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
 from molnet.errors import ModelFileError, UnsafeModelFileError, UnsupportedModelError
-
 
 # ----------------------------------------------------------------------------------------------
 # inert stand-ins
@@ -157,9 +155,15 @@ class _Storage:
 # ----------------------------------------------------------------------------------------------
 
 _STORAGE_DTYPES = {
-    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
 
@@ -215,8 +219,10 @@ def _numpy_scalar(dtype, data):
 
 _SAFE = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set, ("__builtin__", "set"): set,
-    ("builtins", "frozenset"): frozenset, ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "set"): set,
+    ("__builtin__", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "frozenset"): frozenset,
     ("_codecs", "encode"): _codecs_encode,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -229,8 +235,13 @@ _SAFE = {
 }
 #: functions that appear as values (activations); kept as names
 _FUNCTIONS = {
-    ("torch.nn.functional", "silu"), ("torch.nn.functional", "gelu"), ("torch.nn.functional", "relu"),
-    ("torch", "tanh"), ("torch", "sigmoid"), ("torch.nn.functional", "tanh"), ("torch", "abs"),
+    ("torch.nn.functional", "silu"),
+    ("torch.nn.functional", "gelu"),
+    ("torch.nn.functional", "relu"),
+    ("torch", "tanh"),
+    ("torch", "sigmoid"),
+    ("torch.nn.functional", "tanh"),
+    ("torch", "abs"),
 }
 #: module prefixes whose classes become inert records
 _RECORD_PREFIXES = ("mace.modules.", "e3nn.", "torch.nn.modules.", "torch.fx.")
@@ -269,7 +280,11 @@ class AllowlistUnpickler(pickle.Unpickler):
         key = str(key)
         if key not in self._storages:
             raw = self._zf.read(f"{self._prefix}/data/{key}")
-            t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(storage_type.dtype) if raw else torch.empty(0, dtype=storage_type.dtype)
+            t = (
+                torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(storage_type.dtype)
+                if raw
+                else torch.empty(0, dtype=storage_type.dtype)
+            )
             if self._byteorder != "little" and t.element_size() > 1:
                 t = torch.from_numpy(t.numpy().byteswap().copy())
             if t.numel() != numel:
@@ -348,14 +363,31 @@ def read_mace_model(path) -> MaceFile:
         root, seen = unpickle_torch_zip(path)
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise ModelFileError(f"{path}: not a readable mace-torch model file (truncated or another format?): {exc}") from exc
-    if not isinstance(root, Record) or root.qualname not in ("mace.modules.models.ScaleShiftMACE", "mace.modules.models.MACE"):
-        raise UnsupportedModelError(f"expected a pickled ScaleShiftMACE or MACE, got {getattr(root, 'qualname', type(root))}")
+    except (
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as exc:
+        raise ModelFileError(
+            f"{path}: not a readable mace-torch model file (truncated or another format?): {exc}"
+        ) from exc
+    if not isinstance(root, Record) or root.qualname not in (
+        "mace.modules.models.ScaleShiftMACE",
+        "mace.modules.models.MACE",
+    ):
+        raise UnsupportedModelError(
+            f"expected a pickled ScaleShiftMACE or MACE, got {getattr(root, 'qualname', type(root))}"
+        )
     try:
         return _extract(root, seen)
     except KeyError as exc:
-        raise UnsupportedModelError(f"{path}: a {root.cls_name} whose layout this importer does not know ({exc})") from exc
+        raise UnsupportedModelError(
+            f"{path}: a {root.cls_name} whose layout this importer does not know ({exc})"
+        ) from exc
 
 
 def _extract(root: Record, seen: set[str]) -> MaceFile:
@@ -367,11 +399,31 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
     h["r_max"] = _scalar(sd["r_max"])
     h["num_interactions"] = int(sd["num_interactions"])
     h["heads"] = list(d.get("heads", ["Default"]))
-    for flag in ("use_reduced_cg", "use_so3", "use_agnostic_product", "use_last_readout_only", "apply_cutoff", "lammps_mliap", "use_edge_irreps_first"):
+    for flag in (
+        "use_reduced_cg",
+        "use_so3",
+        "use_agnostic_product",
+        "use_last_readout_only",
+        "apply_cutoff",
+        "lammps_mliap",
+        "use_edge_irreps_first",
+    ):
         if flag in d:
             h[flag] = d[flag]
     h["edge_irreps"] = irreps_str(d["edge_irreps"]) if d.get("edge_irreps") is not None else None
-    h["extra_modules"] = sorted(set(mods) - {"node_embedding", "radial_embedding", "spherical_harmonics", "atomic_energies_fn", "interactions", "products", "readouts", "scale_shift"})
+    h["extra_modules"] = sorted(
+        set(mods)
+        - {
+            "node_embedding",
+            "radial_embedding",
+            "spherical_harmonics",
+            "atomic_energies_fn",
+            "interactions",
+            "products",
+            "readouts",
+            "scale_shift",
+        }
+    )
 
     rad = root["radial_embedding"]
     h["radial_basis"] = rad["bessel_fn"].cls_name
@@ -405,10 +457,15 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
             "radial_MLP": list(inter.get("radial_MLP")),
             "node_feats_irreps": irreps_str(inter.get("node_feats_irreps")),
             # older mace-torch files have no edge_irreps attribute: the node irreps then
-            "edge_irreps": irreps_str(inter.get("edge_irreps") if inter.get("edge_irreps") is not None else inter.get("node_feats_irreps")),
+            "edge_irreps": irreps_str(
+                inter.get("edge_irreps") if inter.get("edge_irreps") is not None else inter.get("node_feats_irreps")
+            ),
             "target_irreps": irreps_str(inter.get("target_irreps")),
             "hidden_irreps": irreps_str(inter.get("hidden_irreps")),
-            "conv_instructions": [tuple(ins.args[:4]) if isinstance(ins, Record) else tuple(ins)[:4] for ins in inter["conv_tp"].get("instructions")],
+            "conv_instructions": [
+                tuple(ins.args[:4]) if isinstance(ins, Record) else tuple(ins)[:4]
+                for ins in inter["conv_tp"].get("instructions")
+            ],
             "conv_irreps_out": irreps_str(inter["conv_tp"].get("irreps_out")),
             "cueq": inter.get("cueq_config") is not None,
             "product_cls": sc.cls_name,
@@ -416,7 +473,9 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
             "product_irreps_in": irreps_str(sc.get("irreps_in")),
             "product_irreps_out": irreps_str(sc.get("irreps_out")),
             "correlation": [int(c.get("correlation")) for c in sc["contractions"].modules.values()],
-            "radial_act_cst": [m["act"].get("cst") if "act" in m.modules else None for m in inter["conv_tp_weights"].modules.values()],
+            "radial_act_cst": [
+                m["act"].get("cst") if "act" in m.modules else None for m in inter["conv_tp_weights"].modules.values()
+            ],
         }
         layers.append(layer)
     h["layers"] = layers
@@ -433,4 +492,3 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
         readouts.append(entry)
     h["readouts"] = readouts
     return MaceFile(root=root, state_dict=sd, hyper=h, globals_seen=seen)
-

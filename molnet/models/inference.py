@@ -24,7 +24,7 @@ def predict(
 
     ``compute_stress=None`` computes stress only when every structure is periodic in 3-D.
     Returns one dict per structure, in order, with keys ``energy``, ``forces``, ``energies``
-    and optionally ``stress`` (3×3).
+    and optionally ``stress`` (3×3), ``charges`` (e) and, for molecules, ``dipole`` (e·Å).
     """
     if compute_stress is None:
         compute_stress = len(structures) > 0 and all(a.pbc.all() for a in structures)
@@ -49,6 +49,10 @@ def predict(
                 }
                 if compute_stress:
                     item["stress"] = out[keys.STRESS][g].cpu().numpy()
+                if keys.CHARGES in out:
+                    item["charges"] = out[keys.CHARGES][ptr[g] : ptr[g + 1]].cpu().numpy()
+                    if not chunk[g].pbc.any():
+                        item["dipole"] = out[keys.DIPOLE][g].cpu().numpy()
                 results.append(item)
             bar.advance(task, len(chunk))
     return results

@@ -100,7 +100,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 LEGACY_DEFAULTS = {"mace": {"first_layer_residual": False}}
 
 
-def load_model_file(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> Potential:
+def load_model_file(
+    path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> Potential:
     """Build the model described in ``path`` and load its weights (never unpickles)."""
     path = Path(path)
     meta = read_metadata(path)

@@ -78,7 +78,9 @@ class Potential(nn.Module):
         See :mod:`molnet.nn.cueq`. Returns ``self``.
         """
         if not hasattr(self.body, "use_cueq"):
-            raise ConfigError(f"the cuequivariance path exists for the mace family only, not {self.config.get('name')!r}")
+            raise ConfigError(
+                f"the cuequivariance path exists for the mace family only, not {self.config.get('name')!r}"
+            )
         self.body.use_cueq(enabled, method)
         return self
 
@@ -129,7 +131,9 @@ class Potential(nn.Module):
         """Evaluate a torch_geometric batch of :class:`~molnet.data.AtomicGraph`.
 
         Returns a dict with ``energy [n_graphs]`` eV, ``node_energy [n_nodes]`` eV and, when
-        asked, ``forces [n_nodes, 3]`` eV/Å and ``stress [n_graphs, 3, 3]`` eV/Å³. ``training``
+        asked, ``forces [n_nodes, 3]`` eV/Å and ``stress [n_graphs, 3, 3]`` eV/Å³; models with a
+        Coulomb block add ``charges [n_nodes]`` e and ``dipole [n_graphs, 3]`` e·Å (Σ q_i r_i for
+        molecules; zero for periodic cells, where it is ill-defined). ``training``
         keeps the graph of the derivatives so that a loss on forces can be back-propagated.
         """
         species = self.species_of(batch[keys.ATOMIC_NUMBERS])
@@ -149,8 +153,16 @@ class Potential(nn.Module):
             inputs = dataclasses.replace(inputs, positions=positions, cell=cell, shifts=shifts)
             body = self._inference_body if self._inference_body is not None and not training else self.body
             node_energy = self.scale * body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
+            if "coulomb_energy" in inputs.aux:  # physical energies are not scaled
+                node_energy = node_energy + inputs.aux["coulomb_energy"]
             energy = scatter_sum(node_energy, inputs.batch, inputs.num_graphs)  # [n_graphs]
             out = {keys.ENERGY: energy, keys.NODE_ENERGY: node_energy}
+            if "charges" in inputs.aux:
+                charges = inputs.aux["charges"]
+                out[keys.CHARGES] = charges
+                dipole = scatter_sum(charges[:, None] * inputs.positions, inputs.batch, inputs.num_graphs)
+                periodic = inputs.pbc.any(dim=1)  # Σ q_i r_i is ill-defined in a periodic cell: zero there
+                out[keys.DIPOLE] = torch.where(periodic[:, None], torch.zeros_like(dipole), dipole)
             if needs_grad:
                 wrt = [positions] + ([displacement] if compute_stress else [])
                 grads = torch.autograd.grad(

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Any, Callable
 
 import torch
-
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 from torch import nn
 
@@ -97,5 +96,7 @@ def build_model(config: dict[str, Any], dtype: torch.dtype | None = None) -> Pot
             full[k] = config[k]
     with default_dtype(dtype or torch.get_default_dtype()):  # E0s, scale and shift too: no float32 rounding
         body = body_cls(len(elements), hyper)
-        model = Potential(body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0))
+        model = Potential(
+            body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0)
+        )
     return model.to(dtype or torch.get_default_dtype())

@@ -12,13 +12,13 @@ from molnet.errors import ConfigError
 class GraphConfig:
     """The radius graph and its radial features: ``r_max`` (Å), Bessel basis size, envelope
     exponent p, the mean neighbour count that normalises neighbour sums (set from the training
-    data), and the optional long-range block (``{"name": "ewald", ...}``)."""
+    data), and the optional long-range block (``{"name": "ewald", ...}``, ``{"name": "coulomb", ...}`` or a list of both)."""
 
     r_max: float = 5.0
     num_bessel: int = 8
     num_polynomial_cutoff: int = 5
     avg_num_neighbors: float = 1.0
-    long_range: dict[str, Any] | None = None
+    long_range: dict[str, Any] | list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.r_max > 0:
@@ -29,3 +29,6 @@ class GraphConfig:
             raise ConfigError(f"num_polynomial_cutoff must be >= 2, got {self.num_polynomial_cutoff}")
         if not self.avg_num_neighbors > 0:
             raise ConfigError(f"avg_num_neighbors must be positive, got {self.avg_num_neighbors}")
+        from molnet.nn.long_range import validate_long_range
+
+        validate_long_range(self.long_range)

@@ -108,11 +108,16 @@ class NeighbourConvolution(nn.Module):
             self.register_buffer(f"coupling_{p}", coupling.reshape(2 * l2 + 1, -1).contiguous(), persistent=False)
             self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
 
-    def forward(self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighbourTable) -> torch.Tensor:
+    def forward(
+        self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighbourTable
+    ) -> torch.Tensor:
         n, c = node_feats.shape[0], self.channels
         width = table.edge.shape[1]
         # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
-        inputs = [node_feats[:, start:stop].reshape(n, c, dim).transpose(1, 2)[table.sender] for start, stop, dim in self._in_blocks]
+        inputs = [
+            node_feats[:, start:stop].reshape(n, c, dim).transpose(1, 2)[table.sender]
+            for start, stop, dim in self._in_blocks
+        ]
         sh = [edge_sh[:, start:stop] for start, stop in self._sh_blocks]  # per degree [E, 2l+1]
         # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
         w = table.gather_edges(weights.reshape(len(weights), len(self.paths), c)).split(1, dim=2)

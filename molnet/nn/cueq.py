@@ -71,17 +71,27 @@ def _default_method(device: torch.device, method: str | None) -> str:
     return "uniform_1d" if device.type == "cuda" else "naive"
 
 
-def _channelwise_kernel(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: o3.Irreps, method: str, device: torch.device):
+def _channelwise_kernel(
+    irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_out: o3.Irreps, method: str, device: torch.device
+):
     """cuequivariance's channel-wise tensor product onto the irreps of ``irreps_out``, e3nn layout."""
     cue, cuet = _require_cueq()
     filter_out = sorted({ir for _, ir in irreps_out}, key=lambda ir: (ir.l, ir.p))
     return cuet.ChannelWiseTensorProduct(
-        _cue_irreps(irreps_in), _cue_irreps(irreps_sh), [cue.O3(ir.l, ir.p) for ir in filter_out],
-        layout=cue.mul_ir, shared_weights=False, internal_weights=False, method=method, device=device,
+        _cue_irreps(irreps_in),
+        _cue_irreps(irreps_sh),
+        [cue.O3(ir.l, ir.p) for ir in filter_out],
+        layout=cue.mul_ir,
+        shared_weights=False,
+        internal_weights=False,
+        method=method,
+        device=device,
     )
 
 
-def _contraction_kernel(irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, method: str, device: torch.device):
+def _contraction_kernel(
+    irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, method: str, device: torch.device
+):
     """cuequivariance's symmetric contraction: (polynomial, its output transposition, number of weights per channel).
 
     The polynomial takes ``[weights [n_elements, n_weights·C], A [n, D·C] in (irrep, mul) layout]``.
@@ -93,7 +103,9 @@ def _contraction_kernel(irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation
     if etp.inputs[1].layout != cue.ir_mul:
         raise RuntimeError(f"unexpected cuequivariance input layout {etp.inputs[1].layout}")
     polynomial = cuet.SegmentedPolynomial(etp.polynomial, method=method).to(device)
-    transpose = cuet.TransposeIrrepsLayout(etp.outputs[0].irreps, source=etp.outputs[0].layout, target=cue.mul_ir, device=device)
+    transpose = cuet.TransposeIrrepsLayout(
+        etp.outputs[0].irreps, source=etp.outputs[0].layout, target=cue.mul_ir, device=device
+    )
     return polynomial, transpose, etp.inputs[0].dim // irreps_in[0].mul
 
 
@@ -118,7 +130,9 @@ class _OutsideTheModel(nn.Module):
 def _check(mine: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
     tolerance = CHECK_TOLERANCE.get(mine.dtype, 1e-3)
     if not (theirs - mine).norm() <= tolerance * mine.norm():
-        raise RuntimeError(f"cuequivariance's {what} differs from molnet's (relative {(theirs - mine).norm() / mine.norm():.1e})")
+        raise RuntimeError(
+            f"cuequivariance's {what} differs from molnet's (relative {(theirs - mine).norm() / mine.norm():.1e})"
+        )
 
 
 class CueqConvolution(_OutsideTheModel):
@@ -141,8 +155,12 @@ class CueqConvolution(_OutsideTheModel):
         super().__init__()
         device = torch.device("cpu") if device is None else device
         self.channels = tp.irreps_in1[0].mul
-        kernel = _channelwise_kernel(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, _default_method(device, method), device)
-        path_of, scale = _pair_convolution_paths(str(tp.irreps_in1), str(tp.irreps_in2), str(tp.irreps_out), _instructions_key(tp))
+        kernel = _channelwise_kernel(
+            tp.irreps_in1, tp.irreps_in2, tp.irreps_out, _default_method(device, method), device
+        )
+        path_of, scale = _pair_convolution_paths(
+            str(tp.irreps_in1), str(tp.irreps_in2), str(tp.irreps_out), _instructions_key(tp)
+        )
         # cue path q takes molnet's weights of path path_of[q] times scale[q]; molnet's output block
         # i_out (sorted irreps) is cue's output block q of the path that writes it
         blocks = kernel.irreps_out.slices()
@@ -161,7 +179,9 @@ class CueqConvolution(_OutsideTheModel):
         e = len(weights)
         t = self._tensors
         w = weights.reshape(e, -1, self.channels)[:, t["weight_index"]] * t["weight_scale"].to(weights.dtype)
-        out = self._kernels[0](node_feats, edge_sh, w.reshape(e, -1), indices_1=sender, indices_out=receiver, size_out=len(node_feats))
+        out = self._kernels[0](
+            node_feats, edge_sh, w.reshape(e, -1), indices_1=sender, indices_out=receiver, size_out=len(node_feats)
+        )
         return out[:, t["output_index"]]
 
     def _check_against(self, tp: o3.TensorProduct, device: torch.device) -> None:
@@ -173,7 +193,9 @@ class CueqConvolution(_OutsideTheModel):
         w = torch.randn(e, tp.weight_numel, generator=gen, dtype=dtype).to(device)
         sender, receiver = torch.randint(0, n, (2, e), generator=gen).to(device)
         with torch.no_grad():
-            mine = torch.zeros(n, tp.irreps_out.dim, dtype=dtype, device=device).index_add_(0, receiver, tp(h[sender], sh, w))
+            mine = torch.zeros(n, tp.irreps_out.dim, dtype=dtype, device=device).index_add_(
+                0, receiver, tp(h[sender], sh, w)
+            )
             _check(mine, self(h, sh, w, sender, receiver), "convolution")
 
 
@@ -189,9 +211,14 @@ def _pair_convolution_paths(irreps_in: str, irreps_sh: str, irreps_out: str, ins
     """
     one = lambda irreps: o3.Irreps([(1, ir) for _, ir in o3.Irreps(irreps)])  # noqa: E731
     with default_dtype(torch.float64):
-        ref = o3.TensorProduct(one(irreps_in), o3.Irreps(irreps_sh), one(irreps_out),
-                               [(i, j, k, "uvu", True) for i, j, k in instructions],
-                               shared_weights=False, internal_weights=False)
+        ref = o3.TensorProduct(
+            one(irreps_in),
+            o3.Irreps(irreps_sh),
+            one(irreps_out),
+            [(i, j, k, "uvu", True) for i, j, k in instructions],
+            shared_weights=False,
+            internal_weights=False,
+        )
     other = _channelwise_kernel(ref.irreps_in1, ref.irreps_in2, ref.irreps_out, "naive", torch.device("cpu"))
     num_paths = len(instructions)
     if other.weight_numel != num_paths:
@@ -233,14 +260,17 @@ class CueqSymmetricContraction(_OutsideTheModel):
         - returns ``[n_nodes, irreps_out.dim]`` in e3nn layout, as ``SymmetricContraction``
     """
 
-    def __init__(self, contraction: SymmetricContraction, method: str | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self, contraction: SymmetricContraction, method: str | None = None, device: torch.device | None = None
+    ) -> None:
         super().__init__()
         device = torch.device("cpu") if device is None else device
         c = contraction.num_channels
         per_channel = contraction.irreps_in
         irreps_in = o3.Irreps([(c, ir) for _, ir in per_channel])
-        polynomial, transpose, _ = _contraction_kernel(irreps_in, contraction.irreps_out, contraction.correlation,
-                                                       _default_method(device, method), device)
+        polynomial, transpose, _ = _contraction_kernel(
+            irreps_in, contraction.irreps_out, contraction.correlation, _default_method(device, method), device
+        )
         self._kernels = (polynomial, transpose)
         single = o3.Irreps([(1, ir) for _, ir in contraction.irreps_out])
         basis = _fit_contraction_basis(str(per_channel), str(single), contraction.correlation, contraction.basis)
@@ -258,7 +288,9 @@ class CueqSymmetricContraction(_OutsideTheModel):
     def _check_against(self, contraction: SymmetricContraction, device: torch.device) -> None:
         weights = contraction.weights
         gen = torch.Generator().manual_seed(0)
-        a = torch.randn(6, contraction.num_channels, contraction.irreps_in.dim, generator=gen, dtype=weights[0].dtype).to(device)
+        a = torch.randn(
+            6, contraction.num_channels, contraction.irreps_in.dim, generator=gen, dtype=weights[0].dtype
+        ).to(device)
         species = torch.randint(0, contraction.num_elements, (6,), generator=gen).to(device)
         with torch.no_grad():
             _check(contraction(a, species), self(a, species, weights), "symmetric contraction")
@@ -271,8 +303,12 @@ def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int, ba
     ``irreps_in``/``irreps_out`` have multiplicity 1. Returns ``[n_cue_weights, Σ paths]``.
     """
     with default_dtype(torch.float64):
-        mine = SymmetricContraction(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements=1, basis=basis)
-    theirs, _, n_cue = _contraction_kernel(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, "naive", torch.device("cpu"))
+        mine = SymmetricContraction(
+            o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements=1, basis=basis
+        )
+    theirs, _, n_cue = _contraction_kernel(
+        o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, "naive", torch.device("cpu")
+    )
     d = o3.Irreps(irreps_in).dim
     samples = 256  # rows = samples × output dim ≫ the few weight columns: a spurious exact fit is impossible
     a = torch.randn(samples, 1, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -280,10 +316,17 @@ def _fit_contraction_basis(irreps_in: str, irreps_out: str, correlation: int, ba
     reference = mine.basis_functions(a)  # [samples·out, Σ paths]
     unit = torch.eye(n_cue, dtype=torch.float64)
     with torch.no_grad():  # one channel: both layouts coincide
-        cue_columns = torch.stack([theirs([unit[q : q + 1], a.reshape(samples, d)], input_indices={0: species})[0].reshape(-1)
-                                   for q in range(n_cue)], dim=1)  # [samples·out, n_cue]
+        cue_columns = torch.stack(
+            [
+                theirs([unit[q : q + 1], a.reshape(samples, d)], input_indices={0: species})[0].reshape(-1)
+                for q in range(n_cue)
+            ],
+            dim=1,
+        )  # [samples·out, n_cue]
     t = torch.linalg.lstsq(cue_columns, reference, rcond=1e-10, driver="gelsd").solution  # [n_cue, Σ paths]
     residual = (cue_columns @ t - reference).norm() / reference.norm()
     if not residual <= FIT_TOLERANCE:
-        raise RuntimeError(f"cuequivariance's symmetric contraction does not span molnet's (relative residual {residual:.1e})")
+        raise RuntimeError(
+            f"cuequivariance's symmetric contraction does not span molnet's (relative residual {residual:.1e})"
+        )
     return t

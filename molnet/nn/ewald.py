@@ -95,7 +95,7 @@ from torch import nn
 from torch_geometric.utils import to_dense_batch
 
 from molnet.errors import ConfigError, InputError
-from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.inputs import GraphInputs, pairs_within, scatter_sum
 
 #: Coefficients (a_j, j) of the window w(x) = Σ a_j cos(jπx): w(0) = 1, w(1) = w''(1) = w''(0) = 0.
 WINDOW = ((0.5, 0), (9.0 / 16.0, 1), (-1.0 / 16.0, 3))
@@ -187,20 +187,6 @@ def radial_modes(s: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
     return 1.5 / s * (g_minus + g_plus)
 
 
-def _pairs_within(nodes: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every unordered pair (i, j), i ≠ j, of ``nodes`` ``[n]`` with the same ``group`` ``[n]``."""
-    order = torch.argsort(group, stable=True)
-    nodes, group = nodes[order], group[order]
-    counts = torch.bincount(group)
-    end = torch.cumsum(counts, 0)[group]  # one past the last node of each node's group
-    position = torch.arange(len(nodes), device=nodes.device)
-    partners = end - position - 1  # later nodes in the same group
-    first = torch.repeat_interleave(position, partners)
-    start = torch.repeat_interleave(torch.cumsum(partners, 0) - partners, partners)
-    second = first + 1 + torch.arange(len(first), device=nodes.device) - start
-    return nodes[first], nodes[second]
-
-
 class EwaldBlock(nn.Module):
     """Long-range update of invariant node features (see the module docstring for the maths).
 
@@ -225,8 +211,13 @@ class EwaldBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, k_cutoff: float = 1.0, num_k_basis: int = 16, projection_dim: int = 8,
-        aperiodic: str = "real_space", grid_box: float = 30.0,
+        self,
+        channels: int,
+        k_cutoff: float = 1.0,
+        num_k_basis: int = 16,
+        projection_dim: int = 8,
+        aperiodic: str = "real_space",
+        grid_box: float = 30.0,
     ) -> None:
         super().__init__()
         if not k_cutoff > 0:
@@ -299,7 +290,9 @@ class EwaldBlock(nn.Module):
         s_re = cos.transpose(1, 2) @ x_dense  # [G_p, K_max, D]
         s_im = sin.transpose(1, 2) @ x_dense
         volume = torch.linalg.det(cell).abs()  # [G_p]
-        modes = torch.cos(self.frequencies * (torch.linalg.norm(k_dense, dim=-1, keepdim=True) / self.k_cutoff))  # [G_p, K_max, M]
+        modes = torch.cos(
+            self.frequencies * (torch.linalg.norm(k_dense, dim=-1, keepdim=True) / self.k_cutoff)
+        )  # [G_p, K_max, M]
         norm = 6 * math.pi**2 / self.k_cutoff**3 * 2 / volume  # [G_p]
         filt = (modes @ coefficients) * (norm[:, None, None] * k_mask[..., None])  # [G_p, K_max, D], 0 on padding
         u_dense = cos @ (filt * s_re) + sin @ (filt * s_im)  # [G_p, N_max, D]
@@ -353,7 +346,7 @@ class EwaldBlock(nn.Module):
         node_mask = aperiodic[inputs.batch]  # [n_nodes]
         nodes = torch.nonzero(node_mask).flatten()
         u = (self.self_term @ coefficients) * x * node_mask[:, None].to(x.dtype)  # [n_nodes, D]
-        i, j = _pairs_within(nodes, inputs.batch[nodes])  # [P], [P]
+        i, j = pairs_within(nodes, inputs.batch[nodes])  # [P], [P]
         if len(i) == 0:
             return u
         s = torch.linalg.norm(inputs.positions[i] - inputs.positions[j], dim=-1, keepdim=True) * self.k_cutoff  # [P, 1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +19,9 @@ class GraphInputs:
         - unit_shifts: ``[n_edges, 3]`` integer lattice translations (shift = unit_shift @ cell)
         - cell: ``[n_graphs, 3, 3]`` Å; pbc: ``[n_graphs, 3]`` bool
         - batch: ``[n_nodes]`` graph index of each node
+        - total_charge: ``[n_graphs]`` e (``atoms.info["charge"]``, default 0)
+        - aux: outputs a body adds besides its per-atom energies: ``coulomb_energy [n_nodes]`` eV
+          (added to the energy unscaled) and ``charges [n_nodes]`` e
     """
 
     positions: torch.Tensor
@@ -30,6 +33,8 @@ class GraphInputs:
     batch: torch.Tensor
     num_graphs: int
     unit_shifts: torch.Tensor
+    total_charge: torch.Tensor | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_graph(cls, graph, species: torch.Tensor, dtype: torch.dtype | None = None) -> "GraphInputs":
@@ -42,10 +47,20 @@ class GraphInputs:
         if batch is None:
             batch = torch.zeros(len(positions), dtype=torch.long, device=positions.device)
         return cls(
-            positions=positions, species=species, edge_index=graph[keys.EDGE_INDEX],
-            shifts=graph[keys.SHIFTS].to(dtype), cell=graph[keys.CELL].to(dtype).reshape(-1, 3, 3),
-            pbc=graph[keys.PBC].reshape(-1, 3), batch=batch, num_graphs=int(getattr(graph, "num_graphs", 1)),
+            positions=positions,
+            species=species,
+            edge_index=graph[keys.EDGE_INDEX],
+            shifts=graph[keys.SHIFTS].to(dtype),
+            cell=graph[keys.CELL].to(dtype).reshape(-1, 3, 3),
+            pbc=graph[keys.PBC].reshape(-1, 3),
+            batch=batch,
+            num_graphs=int(getattr(graph, "num_graphs", 1)),
             unit_shifts=graph[keys.UNIT_SHIFTS].to(dtype),
+            total_charge=(
+                graph[keys.TOTAL_CHARGE].reshape(-1).to(dtype)
+                if keys.TOTAL_CHARGE in graph
+                else torch.zeros(int(getattr(graph, "num_graphs", 1)), dtype=dtype, device=positions.device)
+            ),
         )
 
     @property
@@ -66,3 +81,17 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
     """Sum rows of ``src`` ``[n, ...]`` into ``dim_size`` bins given by ``index`` ``[n]``."""
     out = src.new_zeros((dim_size,) + tuple(src.shape[1:]))
     return out.index_add_(0, index, src)
+
+
+def pairs_within(nodes: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every unordered pair (i, j), i ≠ j, of ``nodes`` ``[n]`` with the same ``group`` ``[n]``."""
+    order = torch.argsort(group, stable=True)
+    nodes, group = nodes[order], group[order]
+    counts = torch.bincount(group)
+    end = torch.cumsum(counts, 0)[group]  # one past the last node of each node's group
+    position = torch.arange(len(nodes), device=nodes.device)
+    partners = end - position - 1  # later nodes in the same group
+    first = torch.repeat_interleave(position, partners)
+    start = torch.repeat_interleave(torch.cumsum(partners, 0) - partners, partners)
+    second = first + 1 + torch.arange(len(first), device=nodes.device) - start
+    return nodes[first], nodes[second]

@@ -25,7 +25,7 @@ from torch import nn
 from molnet.nn.config import GraphConfig
 from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import long_range_layers
+from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
@@ -111,7 +111,9 @@ class MACEInteraction(nn.Module):
         - returns A ``[n_nodes, C, D]`` and skip ``[n_nodes, hidden.dim]`` (or None)
     """
 
-    def __init__(self, irreps_in, irreps_sh, target, hidden, num_elements, num_bessel, radial_hidden, avg_num_neighbors, residual):
+    def __init__(
+        self, irreps_in, irreps_sh, target, hidden, num_elements, num_bessel, radial_hidden, avg_num_neighbors, residual
+    ):
         super().__init__()
         self.target = target
         self._target_blocks = channel_blocks(target)
@@ -119,7 +121,9 @@ class MACEInteraction(nn.Module):
         mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
         # conv_tp defines the convolution (instructions, normalisation, weight layout; its buffers are
         # part of the saved weights); `convolution` evaluates it fused with the neighbour sum
-        self.conv_tp = o3.TensorProduct(irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False)
+        self.conv_tp = o3.TensorProduct(
+            irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False
+        )
         self.convolution = NeighbourConvolution(self.conv_tp)
         self.cueq_convolution: nn.Module | None = None  # set by MACE.use_cueq
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
@@ -176,21 +180,35 @@ class MACE(nn.Module):
             last = t == c.num_interactions - 1
             hidden = scalars if last and c.num_interactions > 1 else self.hidden
             self.interactions.append(
-                MACEInteraction(irreps_in, self.irreps_sh, target, hidden, num_elements, c.num_bessel,
-                                list(c.radial_MLP), c.avg_num_neighbors, residual=t > 0 or c.first_layer_residual)
+                MACEInteraction(
+                    irreps_in,
+                    self.irreps_sh,
+                    target,
+                    hidden,
+                    num_elements,
+                    c.num_bessel,
+                    list(c.radial_MLP),
+                    c.avg_num_neighbors,
+                    residual=t > 0 or c.first_layer_residual,
+                )
             )
-            self.products.append(SymmetricContraction(per_channel, hidden, c.correlation, num_elements, c.contraction_basis))
+            self.products.append(
+                SymmetricContraction(per_channel, hidden, c.correlation, num_elements, c.contraction_basis)
+            )
             self.product_linears.append(o3.Linear(hidden, hidden))
             if last:
-                self.readouts.append(nn.Sequential(
-                    o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
-                    e3nn_nn.Activation(o3.Irreps(f"{c.readout_hidden}x0e"), [ACTIVATIONS[c.gate]]),
-                    o3.Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
-                ))
+                self.readouts.append(
+                    nn.Sequential(
+                        o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
+                        e3nn_nn.Activation(o3.Irreps(f"{c.readout_hidden}x0e"), [ACTIVATIONS[c.gate]]),
+                        o3.Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
+                    )
+                )
             else:
                 self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
+        self.coulomb = coulomb_block(c.long_range, c.num_channels)
         self.cueq_enabled, self.cueq_method = False, None  # see use_cueq
 
     def use_cueq(self, enabled: bool = True, method: str | None = None) -> None:
@@ -235,7 +253,9 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table)  # a: [n_nodes, C, D]
+            a, skip = interaction(
+                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table
+            )  # a: [n_nodes, C, D]
             h = linear(product(a, inputs.species, groups))
             if skip is not None:
                 h = h + skip
@@ -243,4 +263,5 @@ class MACE(nn.Module):
                 h = torch.cat([h[:, :c] + update, h[:, c:]], dim=1)
             features.append(h)
             energy = energy + readout(h).squeeze(-1)
+        add_coulomb(self.coulomb, h[:, :c], inputs)
         return energy, features

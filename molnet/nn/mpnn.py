@@ -18,7 +18,7 @@ from torch import nn
 
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import long_range_layers
+from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 
 
@@ -71,7 +71,10 @@ class MPNN(nn.Module):
             for _ in range(c.num_interactions)
         )
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
-        self.readout = nn.Sequential(nn.Linear(c.num_channels, c.num_channels // 2), nn.SiLU(), nn.Linear(c.num_channels // 2, 1))
+        self.coulomb = coulomb_block(c.long_range, c.num_channels)
+        self.readout = nn.Sequential(
+            nn.Linear(c.num_channels, c.num_channels // 2), nn.SiLU(), nn.Linear(c.num_channels // 2, 1)
+        )
 
     def forward(self, inputs: GraphInputs) -> torch.Tensor:
         _, lengths = inputs.edge_vectors()
@@ -82,4 +85,5 @@ class MPNN(nn.Module):
             h = interaction(h, radial, inputs)
             if update is not None:
                 h = h + update
+        add_coulomb(self.coulomb, h, inputs)
         return self.readout(h).squeeze(-1)

@@ -53,7 +53,7 @@ from torch import nn
 from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import long_range_layers
+from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import PolynomialEnvelope, RadialEmbedding
 
 
@@ -86,8 +86,12 @@ class PONITAConfig(GraphConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         positive = {
-            "num_ori": self.num_ori, "hidden_dim": self.hidden_dim, "num_layers": self.num_layers,
-            "basis_dim": self.basis_dim, "degree": self.degree, "widening_factor": self.widening_factor,
+            "num_ori": self.num_ori,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "basis_dim": self.basis_dim,
+            "degree": self.degree,
+            "widening_factor": self.widening_factor,
             "num_bessel": self.num_bessel,
         }
         for name, value in positive.items():
@@ -118,11 +122,13 @@ def fibonacci_grid(num_ori: int, dtype: torch.dtype | None = None) -> torch.Tens
 def random_rotation_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A Haar-random rotation matrix ``[3, 3]`` from a normalised Gaussian quaternion (torch's RNG)."""
     w, x, y, z = torch.nn.functional.normalize(torch.randn(4, dtype=dtype, device=device), dim=0)
-    return torch.stack([
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
-        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
-        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
-    ])
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
+        ]
+    )
 
 
 def monomials(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -178,7 +184,9 @@ class FibreBasis(nn.Module):
     def __init__(self, degree: int, hidden: int, basis_dim: int) -> None:
         super().__init__()
         self.degree = degree
-        self.net = nn.Sequential(nn.Linear(num_monomials(1, degree), hidden), nn.GELU(), nn.Linear(hidden, basis_dim), nn.GELU())
+        self.net = nn.Sequential(
+            nn.Linear(num_monomials(1, degree), hidden), nn.GELU(), nn.Linear(hidden, basis_dim), nn.GELU()
+        )
 
     def forward(self, cosines: torch.Tensor) -> torch.Tensor:
         return self.net(monomials(cosines, self.degree))
@@ -229,7 +237,9 @@ class ConvNeXtBlock(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.linear_1 = nn.Linear(channels, widening_factor * channels)
         self.linear_2 = nn.Linear(widening_factor * channels, channels)
-        self.layer_scale = nn.Parameter(torch.full((channels,), float(layer_scale))) if layer_scale is not None else None
+        self.layer_scale = (
+            nn.Parameter(torch.full((channels,), float(layer_scale))) if layer_scale is not None else None
+        )
 
     def forward(self, x, spatial_basis, envelope, fibre_basis, inputs: GraphInputs) -> torch.Tensor:
         h = self.conv(x, spatial_basis, envelope, fibre_basis, inputs)
@@ -266,6 +276,7 @@ class PONITA(nn.Module):
             for _ in range(c.num_layers)
         )
         self.long_range = long_range_layers(c.long_range, c.hidden_dim, c.num_layers)
+        self.coulomb = coulomb_block(c.long_range, c.hidden_dim)
         self.readouts = nn.ModuleList(nn.Linear(c.hidden_dim, 1) for _ in range(c.num_layers))
 
     def orientations(self) -> torch.Tensor:
@@ -294,4 +305,5 @@ class PONITA(nn.Module):
                 update = self.long_range[t](x.mean(dim=1), inputs)  # [n_nodes, C]
                 x = x + update[:, None, :]
             energy = energy + readout(x.mean(dim=1)).squeeze(-1)  # mean over orientations
+        add_coulomb(self.coulomb, x.mean(dim=1), inputs)
         return energy

@@ -27,7 +27,9 @@ class BesselBasis(nn.Module):
         if num_basis < 1:
             raise ValueError(f"num_basis must be >= 1, got {num_basis}")
         self.r_max = float(r_max)
-        self.register_buffer("frequencies", math.pi / r_max * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()))
+        self.register_buffer(
+            "frequencies", math.pi / r_max * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype())
+        )
         self.prefactor = math.sqrt(2.0 / r_max)
 
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -57,12 +59,7 @@ class PolynomialEnvelope(nn.Module):
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
         p = self.p
         x = lengths / self.r_max
-        u = (
-            1.0
-            - (p + 1) * (p + 2) / 2 * x**p
-            + p * (p + 2) * x ** (p + 1)
-            - p * (p + 1) / 2 * x ** (p + 2)
-        )
+        u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
         return u * (x < 1.0)
 
     def __repr__(self) -> str:

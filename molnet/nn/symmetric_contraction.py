@@ -24,7 +24,6 @@ from torch import nn
 
 from molnet.nn.dtypes import default_dtype
 
-
 #: The two bases of U^{(ν)}: "reduced" (a basis of the symmetric couplings, e3nn's
 #: ReducedTensorProducts) and "coupled" (every ordered chain of Clebsch–Gordan couplings
 #: ((l_1 ⊗ l_2) → l_12) ⊗ l_3 → …, redundant under the symmetric contraction, as mace-torch's
@@ -101,7 +100,9 @@ class SymmetricContraction(nn.Module):
         - output: ``[n_nodes, irreps_out.dim]`` in e3nn layout
     """
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_elements: int, basis: str = "reduced") -> None:
+    def __init__(
+        self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_elements: int, basis: str = "reduced"
+    ) -> None:
         super().__init__()
         if not 1 <= correlation <= 4:
             raise ValueError(f"correlation must be between 1 and 4, got {correlation}")
@@ -110,7 +111,9 @@ class SymmetricContraction(nn.Module):
         self.correlation = correlation
         self.basis = basis
         self.num_channels = self.irreps_out[0].mul
-        self._out_dims = [ir.dim for _, ir in self.irreps_out]  # plain ints: forward never touches Irreps (torch.compile)
+        self._out_dims = [
+            ir.dim for _, ir in self.irreps_out
+        ]  # plain ints: forward never touches Irreps (torch.compile)
         self.num_elements = num_elements
         if any(mul != self.num_channels for mul, _ in self.irreps_out):
             raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
@@ -127,7 +130,9 @@ class SymmetricContraction(nn.Module):
                     layout.append((order, -1))
                     continue
                 # stored as [P, M*D^order] so that W^T U is one contiguous matmul
-                self.register_buffer(f"u_{k}_{order}", u.reshape(-1, n_paths).t().to(dtype).contiguous(), persistent=False)
+                self.register_buffer(
+                    f"u_{k}_{order}", u.reshape(-1, n_paths).t().to(dtype).contiguous(), persistent=False
+                )
                 self.weights.append(nn.Parameter(torch.randn(num_elements, n_paths, self.num_channels) / n_paths))
                 layout.append((order, len(self.weights) - 1))
                 fingerprint.append(_fingerprint(u))
@@ -141,7 +146,9 @@ class SymmetricContraction(nn.Module):
         key = prefix + "u_fingerprint"
         if key in state_dict:
             stored = state_dict[key].to(torch.float64)
-            if stored.shape != self.u_fingerprint.shape or not torch.allclose(stored, self.u_fingerprint.double(), rtol=1e-6, atol=1e-9):
+            if stored.shape != self.u_fingerprint.shape or not torch.allclose(
+                stored, self.u_fingerprint.double(), rtol=1e-6, atol=1e-9
+            ):
                 raise RuntimeError(
                     "the coupling tensors of this e3nn version differ from those the weights were fitted with"
                 )

@@ -108,9 +108,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         return download(text.split("#")[0], expected)
     path = Path(text)
     if not path.exists():
-        raise ModelFileError(
-            f"{text!r} is neither a pretrained model name ({sorted(entries)}) nor an existing file"
-        )
+        raise ModelFileError(f"{text!r} is neither a pretrained model name ({sorted(entries)}) nor an existing file")
     return path
 
 

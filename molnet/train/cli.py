@@ -44,10 +44,23 @@ def run_callbacks(run_dir: Path, ema_decay: float | None) -> list[Callback]:
     """
     folder = run_dir / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=folder, filename="best", monitor="val_loss", save_top_k=1, enable_version_counter=False,
-                        save_on_train_epoch_end=False),
-        ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                        enable_version_counter=False, save_on_train_epoch_end=False),
+        ModelCheckpoint(
+            dirpath=folder,
+            filename="best",
+            monitor="val_loss",
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=False,
+        ),
+        ModelCheckpoint(
+            dirpath=folder,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=False,
+        ),
     ]
     if ema_decay is not None:
         callbacks.append(WarmupEMA(decay=ema_decay))
@@ -59,12 +72,19 @@ class MolnetCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", default="runs/default", help="output folder of this run")
-        parser.add_argument("--ckpt_path", default=None, help="resume from a checkpoint ('last' for the run's last.ckpt)")
-        parser.add_argument("--ema_decay", type=float | None, default=0.99, help="EMA decay of the weights (null: no EMA)")
+        parser.add_argument(
+            "--ckpt_path", default=None, help="resume from a checkpoint ('last' for the run's last.ckpt)"
+        )
+        parser.add_argument(
+            "--ema_decay", type=float | None, default=0.99, help="EMA decay of the weights (null: no EMA)"
+        )
 
     def instantiate_trainer(self, **kwargs):
         run_dir = Path(self.config["run_dir"])
-        self.trainer_defaults["callbacks"] = [*run_callbacks(run_dir, self.config["ema_decay"]), LearningRateMonitor(logging_interval="epoch")]
+        self.trainer_defaults["callbacks"] = [
+            *run_callbacks(run_dir, self.config["ema_decay"]),
+            LearningRateMonitor(logging_interval="epoch"),
+        ]
         return super().instantiate_trainer(
             logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
             default_root_dir=str(run_dir),
@@ -90,8 +110,10 @@ def learning_curve_from_csv(csv_path: Path, png_path: Path) -> Path | None:
         return None
     return learning_curve(
         epochs,
-        {"E MAE (meV/atom)": [series["val_energy_per_atom_mae_meV"].get(e, float("nan")) for e in epochs],
-         "F MAE (meV/Å)": [series["val_forces_mae_meV_per_A"][e] for e in epochs]},
+        {
+            "E MAE (meV/atom)": [series["val_energy_per_atom_mae_meV"].get(e, float("nan")) for e in epochs],
+            "F MAE (meV/Å)": [series["val_forces_mae_meV_per_A"][e] for e in epochs],
+        },
         png_path,
         ylabel="validation error",
     )
@@ -145,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         test_metrics = dict(module.test_metrics)
     if trainer.is_global_zero:
         summary = {
-            "train_file": data.train_file, "valid_file": data.valid_file, "test_file": data.test_file,
-            "epochs": trainer.current_epoch, "minutes": round(minutes, 2), "test_metrics": test_metrics,
+            "train_file": data.train_file,
+            "valid_file": data.valid_file,
+            "test_file": data.test_file,
+            "epochs": trainer.current_epoch,
+            "minutes": round(minutes, 2),
+            "test_metrics": test_metrics,
         }
         save_model(module.potential, run_dir / "model.safetensors", training=summary)
         (run_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2))
@@ -155,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         if test_metrics:
             log.info(
                 "test: E MAE %.2f meV (%.3f meV/atom), F MAE %.2f meV/Å",
-                test_metrics.get("energy_mae_meV", float("nan")), test_metrics.get("energy_per_atom_mae_meV", float("nan")),
+                test_metrics.get("energy_mae_meV", float("nan")),
+                test_metrics.get("energy_per_atom_mae_meV", float("nan")),
                 test_metrics.get("forces_mae_meV_per_A", float("nan")),
             )
         if curve:

@@ -53,7 +53,10 @@ class GraphList(Dataset):
 
     def __init__(self, structures: Sequence[Atoms], r_max: float, dtype: torch.dtype, where: str) -> None:
         self.structures = list(structures)
-        self.graphs = [AtomicGraph.from_atoms(a, r_max, dtype=dtype, where=f"{where} structure {i}") for i, a in enumerate(structures)]
+        self.graphs = [
+            AtomicGraph.from_atoms(a, r_max, dtype=dtype, where=f"{where} structure {i}")
+            for i, a in enumerate(structures)
+        ]
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -87,8 +90,9 @@ class AtomicDataModule(pl.LightningDataModule):
         ``E0s="average"``) or explicit values ``{symbol: eV}``.
     train_index
         ASE index string to take a slice of an extxyz ``train_file`` (e.g. ``":200"``).
-    energy_key, forces_key, stress_key
-        Names of the targets in the files.
+    energy_key, forces_key, stress_key, dipole_key, charges_key
+        Names of the targets in the files (dipoles and atomic charges train models with a Coulomb
+        block; a structure's total charge is ``info["charge"]``).
     energy_unit, length_unit
         Units of the files (``eV``, ``Hartree``, ``kcal/mol``, ``kJ/mol``; ``Å``, ``Bohr``):
         converted on read to eV and Å. A data set written from other units is refused.
@@ -117,6 +121,8 @@ class AtomicDataModule(pl.LightningDataModule):
         energy_key: str = "energy",
         forces_key: str = "forces",
         stress_key: str = "stress",
+        dipole_key: str = "dipole",
+        charges_key: str = "charges",
         energy_unit: str = "eV",
         length_unit: str = "Å",
         config_type_weights: dict[str, float] | None = None,
@@ -131,7 +137,12 @@ class AtomicDataModule(pl.LightningDataModule):
             test_file = test_file or str(bundled_path("acac", "test"))
         self.files = {"train": train_file, "valid": valid_file, "test": test_file}
         self.isolated_atoms_file = isolated_atoms_file
-        for name, path in (("train_file", train_file), ("valid_file", valid_file), ("test_file", test_file), ("isolated_atoms_file", isolated_atoms_file)):
+        for name, path in (
+            ("train_file", train_file),
+            ("valid_file", valid_file),
+            ("test_file", test_file),
+            ("isolated_atoms_file", isolated_atoms_file),
+        ):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"data.{name}: no such file {path!r}")
         self.units = canonical_units(energy_unit, length_unit)
@@ -156,7 +167,9 @@ class AtomicDataModule(pl.LightningDataModule):
     def configure(self, r_max: float, dtype: torch.dtype) -> None:
         """Set the cutoff (Å) and dtype of the graphs; called by the training module with its model's."""
         if self._datasets and (r_max, dtype) != (self.r_max, self.dtype):
-            raise ConfigError(f"the data were already built with r_max {self.r_max} and {self.dtype}, not {r_max} and {dtype}")
+            raise ConfigError(
+                f"the data were already built with r_max {self.r_max} and {self.dtype}, not {r_max} and {dtype}"
+            )
         self.r_max, self.dtype = float(r_max), dtype
 
     # -- reading ---------------------------------------------------------------------------------
@@ -172,8 +185,18 @@ class AtomicDataModule(pl.LightningDataModule):
                 )
             return dataset
         index = h.train_index if split == "train" else ":"
-        structures = read_dataset(path, h.energy_key, h.forces_key, h.stress_key, require=h.require, index=index,
-                                  energy_unit=h.energy_unit, length_unit=h.length_unit)
+        structures = read_dataset(
+            path,
+            h.energy_key,
+            h.forces_key,
+            h.stress_key,
+            require=h.require,
+            index=index,
+            energy_unit=h.energy_unit,
+            length_unit=h.length_unit,
+            dipole_key=h.dipole_key,
+            charges_key=h.charges_key,
+        )
         for atoms in structures:
             weight = (h.config_type_weights or {}).get(str(atoms.info.get("config_type", "Default")), 1.0)
             atoms.info["REF_weight"] = float(atoms.info.get("REF_weight", 1.0)) * weight
@@ -199,15 +222,21 @@ class AtomicDataModule(pl.LightningDataModule):
         elif isinstance(train, OnDiskDataset):
             order = np.random.default_rng(self.hparams.seed).permutation(len(train))
             n_valid = max(1, int(round(self.hparams.valid_fraction * len(train))))
-            valid = OnDiskDataset(train.path, 0.0, indices=np.sort(order[:n_valid]), config_type_weights=train.config_type_weights)
-            train = OnDiskDataset(train.path, 0.0, indices=np.sort(order[n_valid:]), config_type_weights=train.config_type_weights)
+            valid = OnDiskDataset(
+                train.path, 0.0, indices=np.sort(order[:n_valid]), config_type_weights=train.config_type_weights
+            )
+            train = OnDiskDataset(
+                train.path, 0.0, indices=np.sort(order[n_valid:]), config_type_weights=train.config_type_weights
+            )
         else:
             train, valid = random_split(train, self.hparams.valid_fraction, seed=self.hparams.seed)
         self._sources = {"train": train, "valid": valid}
         if self.files["test"]:
             test = self._open("test")
             self._sources["test"] = test if isinstance(test, OnDiskDataset) else split_isolated_atoms(test)[1]
-        log.info("data: %d train, %d valid, %d test structures", len(train), len(valid), len(self._sources.get("test", [])))
+        log.info(
+            "data: %d train, %d valid, %d test structures", len(train), len(valid), len(self._sources.get("test", []))
+        )
 
     def _present(self, split: str) -> set[str]:
         source = self._sources[split]
@@ -226,7 +255,9 @@ class AtomicDataModule(pl.LightningDataModule):
         for split in self._sources:
             extra = self._present(split) - set(elements)
             if extra:
-                raise ConfigError(f"the {split} data contain element(s) {sorted(extra)} that the model does not know ({elements})")
+                raise ConfigError(
+                    f"the {split} data contain element(s) {sorted(extra)} that the model does not know ({elements})"
+                )
 
     def statistics(self, elements: list[str], e0s: dict[str, float] | None = None) -> DatasetStatistics:
         """E0s, avg_num_neighbors, force scale and shift of the training set at the configured r_max.
@@ -243,7 +274,11 @@ class AtomicDataModule(pl.LightningDataModule):
         if isinstance(train, OnDiskDataset):
             acc = StatisticsAccumulator.from_dict(train.info["statistics"])
             if len(train) != train.info["n_configs"]:
-                acc = accumulate((train.atoms(i) for i in range(len(train))), acc.r_max, (train.n_edges(i) for i in range(len(train))))
+                acc = accumulate(
+                    (train.atoms(i) for i in range(len(train))),
+                    acc.r_max,
+                    (train.n_edges(i) for i in range(len(train))),
+                )
             if acc.r_max != self.r_max:
                 raise ConfigError(
                     f"data.train_file {train.path}: neighbour counts were stored at r_max {acc.r_max} Å but the model's "
@@ -274,8 +309,15 @@ class AtomicDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(self.dataset(split), batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         n = len(self.dataset("train"))

@@ -20,11 +20,13 @@ def potential_from_checkpoint(path: str | Path) -> Potential:
     except FileNotFoundError as exc:
         raise ModelFileError(f"{path}: no such checkpoint") from exc
     except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable molnet training checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(
+            f"{path}: not a readable molnet training checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
     config = checkpoint.get("molnet_model_config")
     if config is None:
         raise ModelFileError(f"{path}: not a molnet training checkpoint (no model configuration)")
-    state = {k[len(PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+    state = {k[len(PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
     dtype = state["e0s"].dtype
     model = build_model(config, dtype=dtype)
     model.load_state_dict(state)

@@ -22,13 +22,16 @@ def weighted_loss(
     energy_weight: float,
     forces_weight: float,
     stress_weight: float,
+    dipole_weight: float = 0.0,
+    charges_weight: float = 0.0,
     kind: str = "mse",
     huber_delta: float = 0.01,
 ) -> dict[str, torch.Tensor]:
     """Per-term and total losses of a batch.
 
     energy: mean over structures of w·ℓ((E − E_ref)/N); forces: mean over atoms of w·mean_xyz ℓ(F − F_ref);
-    stress: mean over structures of w·mean ℓ(σ − σ_ref). ``w`` is the per-structure weight times
+    stress: mean over structures of w·mean ℓ(σ − σ_ref); dipole (models with charges): mean over
+    structures of w·mean_xyz ℓ(μ − μ_ref); charges: mean over atoms of w·ℓ(q − q_ref). ``w`` is the per-structure weight times
     the presence flag of that target.
     """
     n_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs).to(pred[keys.ENERGY].dtype)
@@ -45,5 +48,13 @@ def weighted_loss(
         s = _error(pred[keys.STRESS] - batch[keys.STRESS], kind, huber_delta).mean(dim=(-1, -2))
         terms["stress"] = (w * batch[keys.STRESS_WEIGHT] * s).mean()
         total = total + stress_weight * terms["stress"]
+    if dipole_weight and keys.DIPOLE in pred:
+        d = _error(pred[keys.DIPOLE] - batch[keys.REF_DIPOLE_FIELD], kind, huber_delta).mean(dim=-1)
+        terms["dipole"] = (w * batch[keys.DIPOLE_WEIGHT] * d).mean()
+        total = total + dipole_weight * terms["dipole"]
+    if charges_weight and keys.CHARGES in pred:
+        q = _error(pred[keys.CHARGES] - batch[keys.REF_CHARGES_FIELD], kind, huber_delta)
+        terms["charges"] = ((w * batch[keys.CHARGES_WEIGHT])[batch[keys.BATCH]] * q).mean()
+        total = total + charges_weight * terms["charges"]
     terms["total"] = total
     return terms

@@ -35,6 +35,9 @@ class PotentialModule(pl.LightningModule):
         ``float32`` or ``float64``.
     energy_weight, forces_weight, stress_weight
         Loss weights (energy per atom, force components, stress components).
+    dipole_weight, charges_weight
+        Loss weights of reference dipoles (e·Å) and atomic charges (e), for models with a Coulomb
+        block (``long_range: {name: coulomb}``).
     loss, huber_delta
         ``mse`` or ``huber``.
     optimizer, lr, weight_decay, amsgrad
@@ -54,6 +57,8 @@ class PotentialModule(pl.LightningModule):
         energy_weight: float = 1.0,
         forces_weight: float = 100.0,
         stress_weight: float = 1.0,
+        dipole_weight: float = 0.0,
+        charges_weight: float = 0.0,
         loss: str = "mse",
         huber_delta: float = 0.01,
         optimizer: str = "adam",
@@ -82,7 +87,13 @@ class PotentialModule(pl.LightningModule):
         if init_from is None:
             family_config({"elements": ["H"], **model})  # validate before any data is read
         self.potential: Potential | None = None
-        self.loss_weights = {"energy": energy_weight, "forces": forces_weight, "stress": stress_weight}
+        self.loss_weights = {
+            "energy": energy_weight,
+            "forces": forces_weight,
+            "stress": stress_weight,
+            "dipole": dipole_weight,
+            "charges": charges_weight,
+        }
         self.stage_two_active = False  # saved in checkpoints: a resumed run stays in its stage
         self._errors = ErrorSums()
         self.test_metrics: dict[str, float] = {}
@@ -112,11 +123,21 @@ class PotentialModule(pl.LightningModule):
             config.setdefault("scale", stats.scale)
             config.setdefault("shift", stats.shift)
             config.setdefault("avg_num_neighbors", stats.avg_num_neighbors)
-            log.info("model %s, elements %s, avg_num_neighbors %.2f, scale %.3f eV/Å", config["name"], config["elements"], config["avg_num_neighbors"], config["scale"])
+            log.info(
+                "model %s, elements %s, avg_num_neighbors %.2f, scale %.3f eV/Å",
+                config["name"],
+                config["elements"],
+                config["avg_num_neighbors"],
+                config["scale"],
+            )
             self.potential = build_model(config, dtype=dtype)
 
     def forward(self, batch, training: bool = False):
         return self.potential(batch, compute_forces=True, compute_stress=self._wants_stress(batch), training=training)
+
+    def _loss(self, pred, batch) -> dict[str, torch.Tensor]:
+        weights = {f"{name}_weight": value for name, value in self.loss_weights.items()}
+        return weighted_loss(pred, batch, **weights, kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
 
     def _wants_stress(self, batch) -> bool:
         return bool((batch[keys.STRESS_WEIGHT] > 0).any())
@@ -129,7 +150,7 @@ class PotentialModule(pl.LightningModule):
             raise NonFiniteError(
                 f"epoch {self.current_epoch}, batch {batch_idx}: {exc}; the last good checkpoint is kept"
             ) from exc
-        terms = weighted_loss(pred, batch, *self.loss_weights.values(), kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
+        terms = self._loss(pred, batch)
         if not torch.isfinite(terms["total"]):
             raise NonFiniteError(
                 f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx} "
@@ -142,16 +163,38 @@ class PotentialModule(pl.LightningModule):
         n_atoms = torch.bincount(batch[keys.BATCH], minlength=batch.num_graphs)
         stress = keys.STRESS in pred
         self._errors.add(
-            pred[keys.ENERGY], batch[keys.ENERGY], n_atoms, batch[keys.ENERGY_WEIGHT] > 0,
-            pred[keys.FORCES], batch[keys.FORCES], (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]],
-            pred[keys.STRESS] if stress else None, batch[keys.STRESS] if stress else None,
+            pred[keys.ENERGY],
+            batch[keys.ENERGY],
+            n_atoms,
+            batch[keys.ENERGY_WEIGHT] > 0,
+            pred[keys.FORCES],
+            batch[keys.FORCES],
+            (batch[keys.FORCES_WEIGHT] > 0)[batch[keys.BATCH]],
+            pred[keys.STRESS] if stress else None,
+            batch[keys.STRESS] if stress else None,
             batch[keys.STRESS_WEIGHT] > 0 if stress else None,
         )
+        if keys.CHARGES in pred:
+            self._errors.add_charges(
+                pred[keys.DIPOLE],
+                batch[keys.REF_DIPOLE_FIELD],
+                batch[keys.DIPOLE_WEIGHT] > 0,
+                pred[keys.CHARGES],
+                batch[keys.REF_CHARGES_FIELD],
+                (batch[keys.CHARGES_WEIGHT] > 0)[batch[keys.BATCH]],
+            )
 
     def _eval_step(self, batch, prefix: str):
         pred = self(batch, training=False)
-        terms = weighted_loss(pred, batch, *self.loss_weights.values(), kind=self.hparams.loss, huber_delta=self.hparams.huber_delta)
-        self.log(f"{prefix}_loss", terms["total"], batch_size=batch.num_graphs, on_epoch=True, prog_bar=prefix == "val", sync_dist=True)
+        terms = self._loss(pred, batch)
+        self.log(
+            f"{prefix}_loss",
+            terms["total"],
+            batch_size=batch.num_graphs,
+            on_epoch=True,
+            prog_bar=prefix == "val",
+            sync_dist=True,
+        )
         self._accumulate(batch, pred)
 
     def validation_step(self, batch, batch_idx):
@@ -193,7 +236,12 @@ class PotentialModule(pl.LightningModule):
                 # stage one's (smaller-weighted) losses would otherwise cut it within a few epochs.
                 if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     config.scheduler.patience = math.inf
-            log.info("stage two from epoch %d: energy weight %g, lr %g", self.current_epoch, self.loss_weights["energy"], self.hparams.stage_two_lr)
+            log.info(
+                "stage two from epoch %d: energy weight %g, lr %g",
+                self.current_epoch,
+                self.loss_weights["energy"],
+                self.hparams.stage_two_lr,
+            )
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
@@ -209,8 +257,13 @@ class PotentialModule(pl.LightningModule):
         cls = torch.optim.AdamW if h.optimizer == "adamw" else torch.optim.Adam
         optimizer = cls(self.parameters(), lr=h.lr, weight_decay=h.weight_decay, amsgrad=h.amsgrad)
         if h.scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=h.plateau_factor, patience=h.plateau_patience)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=h.plateau_factor, patience=h.plateau_patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+            }
         epochs = max(1, (self.trainer.max_epochs or 1))
         warm = max(0, min(h.warmup_epochs, epochs - 1))
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warm))

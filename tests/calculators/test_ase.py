@@ -3,21 +3,29 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from torch_geometric.loader import DataLoader
 
 from molnet.calculators import MolNetCalculator
 from molnet.data import AtomicGraph, load_bundled
 from molnet.errors import UnknownElementError
 from molnet.md import run_md
 from molnet.models import build_model
-from torch_geometric.loader import DataLoader
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
     return build_model(
-        {"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_ell": 2, "max_L": 1,
-         "radial_MLP": [16], "e0s": {"H": -13.6, "C": -1026.9, "O": -2037.8}},
+        {
+            "name": "mace",
+            "elements": ["H", "C", "O"],
+            "r_max": 4.0,
+            "num_channels": 8,
+            "max_ell": 2,
+            "max_L": 1,
+            "radial_MLP": [16],
+            "e0s": {"H": -13.6, "C": -1026.9, "O": -2037.8},
+        },
         dtype=torch.float64,
     ).eval()
 
@@ -55,10 +63,14 @@ def test_skin_reuse_is_identical_to_rebuilding(model):
     for skin in (0.0, 1.0):
         atoms = _periodic()
         atoms.calc = MolNetCalculator(model, skin=skin)
-        md_log = run_md(atoms, steps=30, temperature_K=300, timestep_fs=0.5, ensemble="nve", log_interval=1, progress=False)
+        md_log = run_md(
+            atoms, steps=30, temperature_K=300, timestep_fs=0.5, ensemble="nve", log_interval=1, progress=False
+        )
         results[skin] = (np.array(md_log.total_energy), atoms.get_forces().copy(), atoms.calc.neighbor_list_builds)
         fresh = AtomicGraph.from_atoms(atoms, model.r_max)
-        assert atoms.calc._graph.edge_index.shape[1] == fresh.edge_index.shape[1]  # only pairs within r_max reach the model
+        assert (
+            atoms.calc._graph.edge_index.shape[1] == fresh.edge_index.shape[1]
+        )  # only pairs within r_max reach the model
     # same to rounding (the edge order differs); at 300 K and 0.5 fs this untrained model's MD stays
     # physical (at 600 K it blows up, and its chaos amplifies rounding), and the list is still reused
     np.testing.assert_allclose(results[1.0][0], results[0.0][0], atol=1e-10, rtol=0)

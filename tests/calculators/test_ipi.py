@@ -23,14 +23,32 @@ def model_file(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    model = build_model({"name": "mpnn", "elements": ["H", "C", "O", "Si"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64)
+    model = build_model(
+        {"name": "mpnn", "elements": ["H", "C", "O", "Si"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64
+    )
     return save_model(model, tmp_path_factory.mktemp("ipi") / "model.safetensors")
 
 
 def _driver(model_file, structure, name):
     return subprocess.Popen(
-        [sys.executable, "-m", "molnet.cli", "driver", "--model", str(model_file), "--structure", str(structure), "--unix", name, "--timeout", "60"],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "molnet.cli",
+            "driver",
+            "--model",
+            str(model_file),
+            "--structure",
+            str(structure),
+            "--unix",
+            name,
+            "--timeout",
+            "60",
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -82,8 +100,24 @@ def test_a_vanished_server_and_unknown_elements_end_the_driver_with_a_message(mo
     atoms[0].symbol = "N"
     write(tmp_path / "nitrogen.xyz", atoms)
     done = subprocess.run(
-        [sys.executable, "-m", "molnet.cli", "driver", "--model", str(model_file), "--structure", str(tmp_path / "nitrogen.xyz"), "--unix", name, "--timeout", "1"],
-        env=ENV, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "molnet.cli",
+            "driver",
+            "--model",
+            str(model_file),
+            "--structure",
+            str(tmp_path / "nitrogen.xyz"),
+            "--unix",
+            name,
+            "--timeout",
+            "1",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "element(s) ['N'] that the model does not know" in " ".join(done.stderr.split())

@@ -49,7 +49,9 @@ def test_vibrations_run(calc, tmp_path, monkeypatch):
 def _nve_drift(calc, steps):
     atoms = _acac()
     atoms.calc = calc
-    md_log = run_md(atoms, steps=steps, temperature_K=300, timestep_fs=0.5, ensemble="nve", progress=False, log_interval=10)
+    md_log = run_md(
+        atoms, steps=steps, temperature_K=300, timestep_fs=0.5, ensemble="nve", progress=False, log_interval=10
+    )
     return md_log.drift_meV_per_atom(len(atoms)), np.ptp(md_log.total_energy) * 1000 / len(atoms)
 
 

@@ -27,7 +27,9 @@ def _cells():
     cells = []
     for k, repeat in enumerate([(2, 1, 1), (1, 2, 1), (1, 1, 1)]):
         atoms = bulk("Si", "diamond", a=5.43) * repeat
-        atoms.set_cell(atoms.cell[:] + np.array([[0.0, 0.3, 0.1], [0.2, 0.0, -0.2], [0.1, 0.4 - 0.2 * k, 0.0]]), scale_atoms=True)
+        atoms.set_cell(
+            atoms.cell[:] + np.array([[0.0, 0.3, 0.1], [0.2, 0.0, -0.2], [0.1, 0.4 - 0.2 * k, 0.0]]), scale_atoms=True
+        )
         atoms.rattle(0.05, seed=k)
         atoms.positions += 3.0 * (k - 1)  # some atoms outside the cell: the model wraps them
         cells.append(atoms)
@@ -65,8 +67,18 @@ def test_batched_state_equals_the_calculator_one_structure_at_a_time(model, syst
 def test_batched_nvt_stays_stable(model):
     structures = _cells()
     state = ts.io.atoms_to_state(structures, device=torch.device("cpu"), dtype=torch.float64)
-    final = ts.integrate(system=state, model=MolNetModel(model, dtype="float64"), integrator=ts.nvt_langevin,
-                         n_steps=40, temperature=300, timestep=0.001, seed=0)
+    final = ts.integrate(
+        system=state,
+        model=MolNetModel(model, dtype="float64"),
+        integrator=ts.nvt_langevin,
+        n_steps=40,
+        temperature=300,
+        timestep=0.001,
+        seed=0,
+    )
     assert torch.isfinite(final.positions).all()
-    temperature = ts.calc_kT(masses=final.masses, momenta=final.momenta, system_idx=final.system_idx) / ts.units.MetalUnits.temperature
+    temperature = (
+        ts.calc_kT(masses=final.masses, momenta=final.momenta, system_idx=final.system_idx)
+        / ts.units.MetalUnits.temperature
+    )
     assert float(temperature.max()) < 2000, temperature

@@ -74,7 +74,10 @@ def test_statistics_and_split():
     stats = compute_statistics(configs, ["H", "C", "O"], 5.0, e0s)
     assert stats.e0s["H"] == pytest.approx(-13.568422178253735)
     assert 5 < stats.avg_num_neighbors < 15 and 0.3 < stats.scale < 3
-    with pytest.raises(DataError, match=r"cannot be fitted: the training compositions determine only 1 combination\(s\) of 3.*data.e0s: average"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot be fitted: the training compositions determine only 1 combination\(s\) of 3.*data.e0s: average",
+    ):
         compute_statistics(configs, ["H", "C", "O"], 5.0, None)
     fitted = compute_statistics(configs, ["H", "C", "O"], 5.0, None, e0s="average")
     composition = {"H": 8, "C": 5, "O": 2}
@@ -93,5 +96,7 @@ def test_isolated_atoms_file_needs_no_config_type(tmp_path):
     assert sorted(e0s) == [1, 6, 7, 8] and e0s[1] == pytest.approx(-13.587222780835477)
     bad = tmp_path / "two.xyz"
     bad.write_text('2\nProperties=species:S:1:pos:R:3 energy=-1.0 pbc="F F F"\nH 0 0 0\nH 0 0 0.7\n')
-    with pytest.raises(DataError, match=r"two.xyz, frame 0: an isolated-atoms file holds single atoms; this frame has 2"):
+    with pytest.raises(
+        DataError, match=r"two.xyz, frame 0: an isolated-atoms file holds single atoms; this frame has 2"
+    ):
         read_isolated_atoms(bad)

@@ -33,7 +33,7 @@ def test_batching_offsets_edges():
     graphs = [AtomicGraph.from_atoms(molecule(m), r_max=3.0) for m in ("H2O", "CH4")]
     batch = next(iter(DataLoader(graphs, batch_size=2)))
     assert batch.num_graphs == 2 and batch.cell.shape == (2, 3, 3)
-    assert batch.edge_index[:, graphs[0].edge_index.shape[1]:].min() >= 3
+    assert batch.edge_index[:, graphs[0].edge_index.shape[1] :].min() >= 3
 
 
 def test_non_periodic_cell_is_ignored():

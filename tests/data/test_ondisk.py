@@ -36,10 +36,20 @@ def files(tmp_path_factory):
 
 def _train(train_file, valid_file, tmp_path, **data_kw):
     pl.seed_everything(0)
-    data = AtomicDataModule(train_file=str(train_file), valid_file=str(valid_file), batch_size=5, valid_batch_size=5, **data_kw)
+    data = AtomicDataModule(
+        train_file=str(train_file), valid_file=str(valid_file), batch_size=5, valid_batch_size=5, **data_kw
+    )
     module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="cosine")
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, max_epochs=3, inference_mode=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=3,
+        inference_mode=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=data)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}, module.potential
 
@@ -120,11 +130,19 @@ def test_hartree_bohr_copy_trains_to_the_same_model(files, tmp_path):
     convert(files / "valid.xyz", tmp_path / "valid_au.xyz")
     iso = {"isolated_atoms_file": str(IONPAIR / "isolated_atoms.xyz")}
     reference, model_ev = _train(files / "part_b.xyz", files / "valid.xyz", tmp_path, **iso)
-    converted, model_au = _train(tmp_path / "train_au.xyz", tmp_path / "valid_au.xyz", tmp_path, energy_unit="Hartree",
-                                 length_unit="Bohr", e0s={s: float(v) for s, v in zip(model_ev.elements, model_ev.e0s)})
+    converted, model_au = _train(
+        tmp_path / "train_au.xyz",
+        tmp_path / "valid_au.xyz",
+        tmp_path,
+        energy_unit="Hartree",
+        length_unit="Bohr",
+        e0s={s: float(v) for s, v in zip(model_ev.elements, model_ev.e0s)},
+    )
     for key in ("val_energy_mae_meV", "val_forces_mae_meV_per_A"):
         assert converted[key] == pytest.approx(reference[key], rel=1e-6), key
-    worst = max(float((a - b).abs().max()) for a, b in zip(model_ev.state_dict().values(), model_au.state_dict().values()))
+    worst = max(
+        float((a - b).abs().max()) for a, b in zip(model_ev.state_dict().values(), model_au.state_dict().values())
+    )
     assert worst < 1e-7, worst  # the same weights up to the rounding of the unit round trip
 
 

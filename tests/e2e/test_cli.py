@@ -15,10 +15,19 @@ def run(*args, cwd=None):
 
 def test_eval_json_and_plot(tmp_path):
     plot = tmp_path / "parity.png"
-    result = run("eval", "--model", "mace-acac", "--data", str(bundled_path("acac", "test")), "--json", "--plot", str(plot))
+    result = run(
+        "eval", "--model", "mace-acac", "--data", str(bundled_path("acac", "test")), "--json", "--plot", str(plot)
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
-    for key in ("n_configs", "energy_mae_meV", "energy_rmse_meV", "energy_per_atom_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+    for key in (
+        "n_configs",
+        "energy_mae_meV",
+        "energy_rmse_meV",
+        "energy_per_atom_mae_meV",
+        "forces_mae_meV_per_A",
+        "forces_rmse_meV_per_A",
+    ):
         assert key in metrics
     assert metrics["n_configs"] == 200 and metrics["forces_mae_meV_per_A"] < 100
     assert plot.stat().st_size > 10_000
@@ -39,6 +48,8 @@ def test_models_lists_shipped_models():
     result = run("models", "--json")
     names = {e["name"] for e in json.loads(result.stdout)}
     assert {"mace-acac", "mace-ethanol"} <= names
+    table = run("models")  # piped, as in `molnet models | grep mace-ethanol`: names are never cut
+    assert table.returncode == 0 and all(name in table.stdout for name in names)
 
 
 def test_bad_input_exits_with_a_clear_message(tmp_path):

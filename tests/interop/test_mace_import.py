@@ -39,7 +39,9 @@ def _worst(model, name):
         worst["energy"] = max(worst["energy"], abs(atoms.get_potential_energy() - ref["energy"]))
         worst["forces"] = max(worst["forces"], float(np.abs(atoms.get_forces() - np.array(ref["forces"])).max()))
         if "stress" in ref:
-            worst["stress"] = max(worst["stress"], float(np.abs(atoms.get_stress(voigt=False) - np.array(ref["stress"])).max()))
+            worst["stress"] = max(
+                worst["stress"], float(np.abs(atoms.get_stress(voigt=False) - np.array(ref["stress"])).max())
+            )
     return worst
 
 
@@ -89,7 +91,10 @@ def test_a_malicious_file_is_refused_and_runs_nothing(tmp_path):
     for payload in (Exploit(), Command()):
         evil = tmp_path / "evil.model"
         evil.write_bytes(_torch_zip(pickle.dumps(payload, protocol=2)))
-        with pytest.raises(UnsafeModelFileError, match=r"names (__builtin__.eval|builtins.eval|posix.system).*nothing from the file was run"):
+        with pytest.raises(
+            UnsafeModelFileError,
+            match=r"names (__builtin__.eval|builtins.eval|posix.system).*nothing from the file was run",
+        ):
             import_mace(evil)
         assert not marker.exists()
 
@@ -123,8 +128,15 @@ def test_cli_converts_and_the_result_fine_tunes(tmp_path):
     data = AtomicDataModule(train_index=":40", valid_fraction=0.2, batch_size=5, test_file=None)
     # the fixture's random E0s have nothing to do with AcAc's: fine-tune on forces
     module = PotentialModule(init_from=str(out), dtype="float64", lr=0.03, scheduler="cosine", energy_weight=0.0)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, max_epochs=4, inference_mode=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=4,
+        inference_mode=False,
+    )
     before = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]
     trainer.fit(module, datamodule=data)
     after = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]

@@ -9,8 +9,17 @@ from molnet.models import build_model
 from tests.battery import acac, evaluate, periodic_cell
 
 #: Small enough to compile in well under a minute on one CPU thread.
-CONFIG = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_L": 1,
-          "max_ell": 1, "correlation": 2, "num_interactions": 1, "radial_MLP": [16]}
+CONFIG = {
+    "name": "mace",
+    "elements": ["H", "C", "O"],
+    "r_max": 4.0,
+    "num_channels": 8,
+    "max_L": 1,
+    "max_ell": 1,
+    "correlation": 2,
+    "num_interactions": 1,
+    "radial_MLP": [16],
+}
 
 
 def _assert_same(model, structures) -> None:

@@ -11,10 +11,21 @@ from molnet.errors import ConfigError
 from molnet.models import build_model
 from tests.battery import acac, evaluate, periodic_cell
 
-needs_cueq = pytest.mark.skipif(importlib.util.find_spec("cuequivariance_torch") is None, reason="cuequivariance-torch not installed")
+needs_cueq = pytest.mark.skipif(
+    importlib.util.find_spec("cuequivariance_torch") is None, reason="cuequivariance-torch not installed"
+)
 
-CONFIG = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 4, "max_L": 1,
-          "max_ell": 2, "correlation": 3, "num_interactions": 2, "radial_MLP": [8]}
+CONFIG = {
+    "name": "mace",
+    "elements": ["H", "C", "O"],
+    "r_max": 4.0,
+    "num_channels": 4,
+    "max_L": 1,
+    "max_ell": 2,
+    "correlation": 3,
+    "num_interactions": 2,
+    "radial_MLP": [8],
+}
 
 
 def _assert_close(a: dict, b: dict, tol: float) -> None:
@@ -24,9 +35,11 @@ def _assert_close(a: dict, b: dict, tol: float) -> None:
 
 
 @needs_cueq
-@pytest.mark.parametrize("overrides", [{}, {"max_L": 2, "correlation": 2, "max_ell": 3},
-                                       {"contraction_basis": "coupled", "first_layer_residual": False}],
-                         ids=["default", "L2-nu2-ell3", "coupled-plain-first"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"max_L": 2, "correlation": 2, "max_ell": 3}, {"contraction_basis": "coupled", "first_layer_residual": False}],
+    ids=["default", "L2-nu2-ell3", "coupled-plain-first"],
+)
 def test_cueq_equals_plain_energy_forces_stress(overrides):
     torch.manual_seed(0)
     model = build_model({**CONFIG, **overrides}, dtype=torch.float64).eval()
@@ -48,7 +61,9 @@ def test_cueq_training_gradients_equal_plain():
     """Parameter gradients of a force loss (double backward) agree, so training may use either path."""
     torch.manual_seed(0)
     model = build_model(CONFIG, dtype=torch.float64)
-    batch = Batch.from_data_list([AtomicGraph.from_atoms(a, model.r_max, dtype=torch.float64) for a in (acac(), periodic_cell(seed=3))])
+    batch = Batch.from_data_list(
+        [AtomicGraph.from_atoms(a, model.r_max, dtype=torch.float64) for a in (acac(), periodic_cell(seed=3))]
+    )
 
     def gradients():
         model.zero_grad()

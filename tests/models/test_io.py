@@ -4,24 +4,40 @@ import struct
 
 import pytest
 import torch
+from torch_geometric.loader import DataLoader
 
 import molnet
 from molnet.data import AtomicGraph, load_bundled
 from molnet.errors import ModelFileError
 from molnet.models import build_model, read_metadata, save_model
 from molnet.models.io import load_model_file
-from torch_geometric.loader import DataLoader
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    m = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 16, "e0s": {"H": -1.0, "C": -2.0, "O": -3.0}}, dtype=torch.float64)
+    m = build_model(
+        {
+            "name": "mpnn",
+            "elements": ["H", "C", "O"],
+            "r_max": 4.0,
+            "num_channels": 16,
+            "e0s": {"H": -1.0, "C": -2.0, "O": -3.0},
+        },
+        dtype=torch.float64,
+    )
     return m
 
 
 def _batch():
-    return next(iter(DataLoader([AtomicGraph.from_atoms(a, 4.0, dtype=torch.float64) for a in load_bundled("acac", "test")[:3]], batch_size=3)))
+    return next(
+        iter(
+            DataLoader(
+                [AtomicGraph.from_atoms(a, 4.0, dtype=torch.float64) for a in load_bundled("acac", "test")[:3]],
+                batch_size=3,
+            )
+        )
+    )
 
 
 def test_round_trip_is_identical(model, tmp_path):
@@ -93,8 +109,18 @@ def test_file_from_before_an_option_loads_with_the_old_behaviour(tmp_path):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    old = build_model({"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_ell": 1,
-                       "radial_MLP": [8], "first_layer_residual": False}, dtype=torch.float64)
+    old = build_model(
+        {
+            "name": "mace",
+            "elements": ["H", "C", "O"],
+            "r_max": 4.0,
+            "num_channels": 8,
+            "max_ell": 1,
+            "radial_MLP": [8],
+            "first_layer_residual": False,
+        },
+        dtype=torch.float64,
+    )
     path = save_model(old, tmp_path / "old.safetensors")
     meta = read_metadata(path)
     del meta["config"]["first_layer_residual"]  # as written before the option existed

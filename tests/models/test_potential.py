@@ -8,7 +8,9 @@ from molnet.models import build_model
 
 
 def _model():
-    return build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64)
+    return build_model(
+        {"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64
+    )
 
 
 def test_unknown_element_is_named():
@@ -64,9 +66,14 @@ def test_deepcopy_keeps_parameters_and_buffers_aligned():
     import copy
     import itertools
 
-    model = build_model({"name": "mace", "elements": ["H", "C", "O"], "num_channels": 8, "max_ell": 3, "max_L": 1}, dtype=torch.float64)
+    model = build_model(
+        {"name": "mace", "elements": ["H", "C", "O"], "num_channels": 8, "max_ell": 3, "max_L": 1}, dtype=torch.float64
+    )
     clone = copy.deepcopy(model)
-    pairs = zip(itertools.chain(model.named_parameters(), model.named_buffers()), itertools.chain(clone.named_parameters(), clone.named_buffers()))
+    pairs = zip(
+        itertools.chain(model.named_parameters(), model.named_buffers()),
+        itertools.chain(clone.named_parameters(), clone.named_buffers()),
+    )
     for (n1, t1), (n2, t2) in pairs:
         assert n1 == n2 and t1.shape == t2.shape and torch.equal(t1, t2)
     assert len(list(model.buffers())) == len(list(clone.buffers()))
@@ -77,7 +84,14 @@ def test_float64_models_keep_e0s_scale_and_shift_exact(tmp_path):
     import molnet
     from molnet.models import build_model
 
-    config = {"name": "mpnn", "elements": ["H", "C"], "r_max": 4.0, "e0s": {"H": -13.6, "C": -1029.123456789}, "scale": 1.37, "shift": -0.21}
+    config = {
+        "name": "mpnn",
+        "elements": ["H", "C"],
+        "r_max": 4.0,
+        "e0s": {"H": -13.6, "C": -1029.123456789},
+        "scale": 1.37,
+        "shift": -0.21,
+    }
     model = build_model(config, dtype=torch.float64)
     assert model.e0s.tolist() == [-13.6, -1029.123456789] and float(model.scale) == 1.37 and float(model.shift) == -0.21
     loaded = molnet.load_model(molnet.save_model(model, tmp_path / "m.safetensors"), dtype=torch.float64)

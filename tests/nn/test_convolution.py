@@ -52,7 +52,7 @@ def test_equals_e3nn_tensor_product_and_scatter(irreps_in, max_ell):
     grads = []
     for f in (reference, fused):
         g = torch.autograd.grad((f() * probe).sum(), [x, vectors, weights], create_graph=True)
-        second = torch.autograd.grad(sum((t ** 2).sum() for t in g), [x, vectors, weights])
+        second = torch.autograd.grad(sum((t**2).sum() for t in g), [x, vectors, weights])
         grads.append([t.detach() for t in (*g, *second)])
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)

@@ -73,8 +73,12 @@ def _chain():
     return Atoms("C", cell=[1.3, 8.0, 8.0], pbc=True)
 
 
-STRUCTURES = {"molecule": acac, "periodic": periodic_cell,
-              "supercell": lambda: periodic_cell().repeat((2, 1, 1)), "chain": _chain}
+STRUCTURES = {
+    "molecule": acac,
+    "periodic": periodic_cell,
+    "supercell": lambda: periodic_cell().repeat((2, 1, 1)),
+    "chain": _chain,
+}
 
 
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
@@ -96,7 +100,11 @@ def test_lifting_matches_brute_force(structure):
 def test_supercell_has_the_multiple_of_the_cells_simplices():
     cell, _ = _lift(periodic_cell(), R_MAX, 3.3)
     big, _ = _lift(periodic_cell().repeat((2, 2, 1)), R_MAX, 3.3)
-    assert (big.n_edges, big.n_triangles, len(big.message_type)) == (4 * cell.n_edges, 4 * cell.n_triangles, 4 * len(cell.message_type))
+    assert (big.n_edges, big.n_triangles, len(big.message_type)) == (
+        4 * cell.n_edges,
+        4 * cell.n_triangles,
+        4 * len(cell.message_type),
+    )
 
 
 def test_chain_with_repeated_edges_is_extensive():
@@ -185,7 +193,6 @@ def test_long_range_hook():
     torch.testing.assert_close(big["energy"], 2 * ref["energy"], atol=1e-9, rtol=1e-12)
 
 
-
 def test_degenerate_structures_and_float32():
     """A lone atom, a pair and AcAc in one batch (no edges / no triangles for some); float32 ≈ float64."""
     model = _model()
@@ -209,4 +216,6 @@ def test_model_file_round_trip(tmp_path):
     path = save_model(model, tmp_path / "csmpn.safetensors")
     loaded = load_model_file(path, dtype=torch.float64)
     atoms = periodic_cell()
-    torch.testing.assert_close(evaluate(loaded, [atoms])["energy"], evaluate(model, [atoms])["energy"], atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        evaluate(loaded, [atoms])["energy"], evaluate(model, [atoms])["energy"], atol=1e-12, rtol=0
+    )

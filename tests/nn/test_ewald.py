@@ -21,8 +21,16 @@ from tests.battery import R_MAX, LongRangeBattery, acac, evaluate, periodic_cell
 #: Small block for the battery: k_cutoff large enough that the 3-4 Å battery cell has k vectors.
 EWALD = {"name": "ewald", "k_cutoff": 3.0, "num_k_basis": 6, "projection_dim": 4}
 MPNN = {"name": "mpnn", "num_channels": 8, "num_interactions": 2, "radial_MLP": [16], "long_range": EWALD}
-MACE = {"name": "mace", "num_channels": 8, "max_ell": 2, "radial_MLP": [16], "num_interactions": 2,
-        "max_L": 1, "correlation": 2, "long_range": EWALD}
+MACE = {
+    "name": "mace",
+    "num_channels": 8,
+    "max_ell": 2,
+    "radial_MLP": [16],
+    "num_interactions": 2,
+    "max_L": 1,
+    "correlation": 2,
+    "long_range": EWALD,
+}
 
 
 class TestMPNNEwald(LongRangeBattery):
@@ -48,9 +56,15 @@ def _block_inputs(structures: list[Atoms]) -> GraphInputs:
         batch.append(torch.full((len(atoms),), g))
     n = sum(len(a) for a in structures)
     return GraphInputs(
-        positions=torch.cat(pos), species=torch.zeros(n, dtype=torch.long), edge_index=torch.zeros(2, 0, dtype=torch.long),
-        shifts=torch.zeros(0, 3, dtype=torch.float64), cell=torch.stack(cells), pbc=torch.stack(pbcs),
-        batch=torch.cat(batch), num_graphs=len(structures), unit_shifts=torch.zeros(0, 3, dtype=torch.float64),
+        positions=torch.cat(pos),
+        species=torch.zeros(n, dtype=torch.long),
+        edge_index=torch.zeros(2, 0, dtype=torch.long),
+        shifts=torch.zeros(0, 3, dtype=torch.float64),
+        cell=torch.stack(cells),
+        pbc=torch.stack(pbcs),
+        batch=torch.cat(batch),
+        num_graphs=len(structures),
+        unit_shifts=torch.zeros(0, 3, dtype=torch.float64),
     )
 
 
@@ -66,7 +80,7 @@ def test_update_is_nonlocal_for_molecules():
     a, b = acac(), acac()
     b.positions += np.array([0.0, 0.0, 15.0 + np.ptp(a.positions[:, 2])])
     pair = a + b
-    assert (pair.get_all_distances()[: len(a), len(a):] > 15.0 - 1e-9).all()
+    assert (pair.get_all_distances()[: len(a), len(a) :] > 15.0 - 1e-9).all()
     assert not (AtomicGraph.from_atoms(pair, R_MAX).edge_index < len(a)).sum(0).eq(1).any()  # split graph
     block = _block(k_cutoff=1.0, num_k_basis=8)
     h = torch.randn(len(a), 6, dtype=torch.float64)
@@ -141,7 +155,7 @@ def test_mixed_pbc_is_refused():
 def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="k_cutoff"):
         _model({**MPNN, "long_range": {"name": "ewald", "k_cutoff": 0.0}})
-    with pytest.raises(ConfigError, match="long_range options"):
+    with pytest.raises(ConfigError, match="invalid long_range ewald options"):
         _model({**MPNN, "long_range": {"name": "ewald", "grid": True}})
     with pytest.raises(ConfigError, match="aperiodic"):
         _model({**MPNN, "long_range": {"name": "ewald", "aperiodic": "svd"}})
@@ -189,7 +203,12 @@ def test_energy_and_stress_continuous_when_a_k_shell_enters_the_cutoff():
     """A tetragonal cell whose (100) and (010) reciprocal vectors sit exactly on k_cutoff at zero strain."""
     a = 4.0
     model = _model({**MPNN, "long_range": {**EWALD, "k_cutoff": 2 * math.pi / a}})
-    atoms = Atoms("COH", scaled_positions=[[0.1, 0.2, 0.3], [0.45, 0.4, 0.6], [0.7, 0.8, 0.35]], cell=np.diag([a, a, 1.5 * a]), pbc=True)
+    atoms = Atoms(
+        "COH",
+        scaled_positions=[[0.1, 0.2, 0.3], [0.45, 0.4, 0.6], [0.7, 0.8, 0.35]],
+        cell=np.diag([a, a, 1.5 * a]),
+        pbc=True,
+    )
     h = 1e-7
     strained = []
     for eps in (h, 3 * h, -h, -3 * h):
@@ -201,7 +220,10 @@ def test_energy_and_stress_continuous_when_a_k_shell_enters_the_cutoff():
     out = evaluate(model, strained, stress=True)
     energy, pressure = out["energy"].numpy(), out["stress"].numpy().trace(axis1=1, axis2=2)
     assert abs(pressure[0]) > 1e-6
-    inside, outside = 1.5 * pressure[0] - 0.5 * pressure[1], 1.5 * pressure[2] - 0.5 * pressure[3]  # σ(0) from each side
+    inside, outside = (
+        1.5 * pressure[0] - 0.5 * pressure[1],
+        1.5 * pressure[2] - 0.5 * pressure[3],
+    )  # σ(0) from each side
     assert abs(inside - outside) < 1e-10  # stress continuous across the shell
     fd = (energy[0] - energy[2]) / (2 * h) / atoms.get_volume()  # dE/dε across the shell
     assert abs(fd - 0.5 * (pressure[0] + pressure[2])) < 1e-6  # so the energy has no jump
@@ -226,7 +248,9 @@ def test_model_file_round_trip_keeps_the_block(tmp_path):
     loaded = molnet.load_model(str(path))
     assert loaded.config["long_range"] == EWALD
     structures = [acac(), periodic_cell()]
-    torch.testing.assert_close(evaluate(loaded, structures)["energy"], evaluate(model, structures)["energy"], atol=0, rtol=0)
+    torch.testing.assert_close(
+        evaluate(loaded, structures)["energy"], evaluate(model, structures)["energy"], atol=0, rtol=0
+    )
 
 
 def test_float32_matches_float64():
@@ -299,7 +323,10 @@ def test_grid_option_approaches_the_real_space_sum_in_a_large_box():
 
 def test_grid_option_refuses_degenerate_and_oversized_molecules():
     block = _block(aperiodic="grid", grid_box=20.0)
-    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    methane = Atoms(
+        "CH4",
+        positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+    )
     with pytest.raises(InputError, match="degenerate"):
         block(torch.randn(5, 6, dtype=torch.float64), _block_inputs([acac(), methane]))
     long_chain = Atoms("C12", positions=[[2.0 * i, 0.1 * i**2, 0] for i in range(12)])

@@ -211,7 +211,14 @@ def test_forces_finite_when_an_edge_lies_on_a_grid_direction():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"num_ori": 1}, {"hidden_dim": 0}, {"degree": 0}, {"layer_scale": 0.0}, {"avg_num_neighbors": 0.0}, {"num_ori": 8.5}],
+    [
+        {"num_ori": 1},
+        {"hidden_dim": 0},
+        {"degree": 0},
+        {"layer_scale": 0.0},
+        {"avg_num_neighbors": 0.0},
+        {"num_ori": 8.5},
+    ],
 )
 def test_invalid_hyperparameters_raise_config_error(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):

@@ -12,7 +12,9 @@ from molnet.pretrained import registry as reg
 @pytest.fixture
 def model_file(tmp_path):
     torch.manual_seed(0)
-    model = build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64)
+    model = build_model(
+        {"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8}, dtype=torch.float64
+    )
     return save_model(model, tmp_path / "source" / "m.safetensors")
 
 
@@ -43,10 +45,22 @@ def test_checksum_mismatch_deletes_download_and_keeps_good_cache(model_file, cac
 
 def test_registry_entries_by_name(model_file, cache, tmp_path, monkeypatch):
     entries = [
-        {"name": "remote-test", "family": "mpnn", "elements": ["H", "C", "O"], "training_data": "none",
-         "sha256": reg.sha256_of(model_file), "url": model_file.as_uri()},
-        {"name": "tampered", "family": "mpnn", "elements": ["H", "C", "O"], "training_data": "none",
-         "sha256": "f" * 64, "url": model_file.as_uri()},
+        {
+            "name": "remote-test",
+            "family": "mpnn",
+            "elements": ["H", "C", "O"],
+            "training_data": "none",
+            "sha256": reg.sha256_of(model_file),
+            "url": model_file.as_uri(),
+        },
+        {
+            "name": "tampered",
+            "family": "mpnn",
+            "elements": ["H", "C", "O"],
+            "training_data": "none",
+            "sha256": "f" * 64,
+            "url": model_file.as_uri(),
+        },
     ]
     registry_file = tmp_path / "registry.json"
     registry_file.write_text(json.dumps(entries))

@@ -15,7 +15,14 @@ from molnet.train.module import PotentialModule
 def test_non_finite_loss_stops_naming_the_batch():
     data = AtomicDataModule(train_index=":10", test_file=None, batch_size=5)
     module = PotentialModule(model={"name": "mpnn", "num_channels": 8, "r_max": 4.0})
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, inference_mode=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        inference_mode=False,
+        num_sanity_val_steps=0,
+    )
 
     class Poison(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

@@ -37,7 +37,7 @@ def test_from_atoms_accepts_or_refuses_with_input_error(n, numbers, coords, cell
 @given(cut=st.integers(1, 3000), junk=st.binary(max_size=40), position=st.integers(0, 3000))
 def test_corrupted_extxyz_gives_data_error(tmp_path_factory, cut, junk, position):
     text = bundled_path("acac", "train").read_bytes()[:6000]
-    corrupted = text[:position] + junk + text[position:cut + position]
+    corrupted = text[:position] + junk + text[position : cut + position]
     path = tmp_path_factory.mktemp("fuzz") / "c.xyz"
     path.write_bytes(corrupted)
     try:

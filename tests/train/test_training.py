@@ -19,8 +19,15 @@ TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP":
 
 def _trainer(**kw):
     return pl.Trainer(
-        accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=10.0, **kw,
+        accelerator="cpu",
+        devices=1,
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=10.0,
+        **kw,
     )
 
 
@@ -47,8 +54,17 @@ def test_stage_two_switches_weights_and_holds_its_learning_rate():
 
     pl.seed_everything(0)
     data = AtomicDataModule(train_index=":20", valid_fraction=0.25, batch_size=5, test_file=None)
-    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="plateau", plateau_patience=0,
-                             plateau_factor=0.5, stage_two_start=0.5, stage_two_energy_weight=1000.0, stage_two_lr=0.002)
+    module = PotentialModule(
+        model=TINY,
+        dtype="float64",
+        lr=0.01,
+        scheduler="plateau",
+        plateau_patience=0,
+        plateau_factor=0.5,
+        stage_two_start=0.5,
+        stage_two_energy_weight=1000.0,
+        stage_two_lr=0.002,
+    )
     record = Record()
     trainer = _trainer(max_epochs=6, callbacks=[record])
     trainer.fit(module, datamodule=data)
@@ -58,8 +74,15 @@ def test_stage_two_switches_weights_and_holds_its_learning_rate():
     assert [lr for _, lr in record.epochs[3:]] == [0.002, 0.002, 0.002]
     # the switch does not depend on the weights changing: equal energy weights still switch the rate
     pl.seed_everything(0)
-    module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="plateau", stage_two_start=0.5,
-                             stage_two_energy_weight=1.0, stage_two_lr=0.002)
+    module = PotentialModule(
+        model=TINY,
+        dtype="float64",
+        lr=0.01,
+        scheduler="plateau",
+        stage_two_start=0.5,
+        stage_two_energy_weight=1.0,
+        stage_two_lr=0.002,
+    )
     record = Record()
     _trainer(max_epochs=4, callbacks=[record]).fit(module, datamodule=data)
     assert [lr for _, lr in record.epochs] == [0.01, 0.01, 0.002, 0.002] and module.stage_two_active
@@ -99,10 +122,27 @@ def test_fine_tuning_refuses_incompatible_elements(tmp_path):
 
 def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "molnet.cli", "train", "--run_dir", str(run_dir), "--data.train_index", ":30",
-        "--data.batch_size", "5", "--data.test_file", str(Path(__file__).parents[2] / "molnet/data/bundled/acac/test.xyz"),
-        "--model.model", json.dumps(TINY), "--model.dtype", "float64", "--trainer.enable_progress_bar", "false",
-        "--trainer.max_epochs", "6", *extra,
+        sys.executable,
+        "-m",
+        "molnet.cli",
+        "train",
+        "--run_dir",
+        str(run_dir),
+        "--data.train_index",
+        ":30",
+        "--data.batch_size",
+        "5",
+        "--data.test_file",
+        str(Path(__file__).parents[2] / "molnet/data/bundled/acac/test.xyz"),
+        "--model.model",
+        json.dumps(TINY),
+        "--model.dtype",
+        "float64",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.max_epochs",
+        "6",
+        *extra,
     ]
 
 
@@ -114,7 +154,15 @@ def test_molnet_train_writes_run_folder_and_resumes_after_sigkill(tmp_path):
     the same test metrics as an uninterrupted run (float64, one thread: identical to 1e-8 relative)."""
     full = tmp_path / "full"
     subprocess.run(_train_cmd(full), check=True, env=ENV, capture_output=True)
-    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.safetensors", "metrics.json", "learning_curve.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model.safetensors",
+        "metrics.json",
+        "learning_curve.png",
+    ):
         assert (full / name).is_file(), name
     reference = json.loads((full / "metrics.json").read_text())
     assert reference["n_configs"] == 200 and reference["forces_mae_meV_per_A"] > 0
@@ -154,7 +202,10 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     subprocess.run(_train_cmd(single, *common, "--data.batch_size", "10"), check=True, env=ENV, capture_output=True)
     result = subprocess.run(
         _train_cmd(ddp, *common, "--data.batch_size", "5", "--trainer.strategy", "ddp", "--trainer.devices", "2"),
-        env=ENV, capture_output=True, text=True, timeout=600,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in result.stderr or "rank: 1" in result.stderr.lower()

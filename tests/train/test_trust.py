@@ -60,12 +60,23 @@ class Epochs(pl.Callback):
 def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
     pl.seed_everything(0)
     train, valid = files
-    data = AtomicDataModule(train_file=str(train), valid_file=str(valid), isolated_atoms_file=str(IONPAIR / "isolated_atoms.xyz"),
-                            batch_size=5, valid_batch_size=5)
+    data = AtomicDataModule(
+        train_file=str(train),
+        valid_file=str(valid),
+        isolated_atoms_file=str(IONPAIR / "isolated_atoms.xyz"),
+        batch_size=5,
+        valid_batch_size=5,
+    )
     module = PotentialModule(model=TINY, dtype="float32", lr=0.01, scheduler="cosine")  # float32: as users train
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, max_epochs=max_epochs, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        inference_mode=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=max_epochs,
+        num_sanity_val_steps=0,
         callbacks=[*run_callbacks(run_dir, ema_decay), *callbacks],
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
@@ -73,7 +84,9 @@ def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
 
 
 @pytest.mark.parametrize("ema_decay", [0.99, None], ids=["ema", "no-ema"])
-def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last_epoch(ionpair_files, tmp_path, ema_decay):
+def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last_epoch(
+    ionpair_files, tmp_path, ema_decay
+):
     worsen = Worsen()
     trainer, module = _fit(ionpair_files, tmp_path, ema_decay, EPOCHS, [worsen])
     # the loop's last validation used the weights the run ends with (EMA: the average)
@@ -81,7 +94,13 @@ def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last
     exported = molnet.load_model(molnet.save_model(module.potential, tmp_path / "model.safetensors"), dtype=None)
     independent = evaluate_file(exported, ionpair_files[1], batch_size=5, progress=False)  # as `molnet eval` does
     assert independent["n_configs"] == 12
-    for name in ("energy_mae_meV", "energy_rmse_meV", "energy_per_atom_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+    for name in (
+        "energy_mae_meV",
+        "energy_rmse_meV",
+        "energy_per_atom_mae_meV",
+        "forces_mae_meV_per_A",
+        "forces_rmse_meV_per_A",
+    ):
         assert logged[f"val_{name}"] == pytest.approx(independent[name], rel=1e-6), name
 
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
@@ -92,7 +111,9 @@ def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last
     assert all(torch.equal(last["state_dict"][k], final[k]) for k in final)
 
     resumed = Epochs()
-    _fit(ionpair_files, tmp_path, ema_decay, EPOCHS + 2, [resumed], ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"))
+    _fit(
+        ionpair_files, tmp_path, ema_decay, EPOCHS + 2, [resumed], ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt")
+    )
     assert resumed.epochs == [EPOCHS, EPOCHS + 1]
     assert all(torch.equal(resumed.start_weights[k], worsen.final_weights[k]) for k in worsen.final_weights)
 
@@ -103,12 +124,23 @@ def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_
     def fit(**data_kw):
         data = AtomicDataModule(train_file=str(train), valid_file=str(valid), batch_size=10, **data_kw)
         module = PotentialModule(model=TINY, dtype="float64")
-        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, max_epochs=1, inference_mode=False, limit_train_batches=1)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            max_epochs=1,
+            inference_mode=False,
+            limit_train_batches=1,
+        )
         trainer.fit(module, datamodule=data)
         return module.potential
 
-    with pytest.raises(DataError, match=r"E0s of \['H', 'C', 'N', 'O', 'F', 'S'\] cannot be fitted.*isolated_atoms_file.*data.e0s: average"):
+    with pytest.raises(
+        DataError,
+        match=r"E0s of \['H', 'C', 'N', 'O', 'F', 'S'\] cannot be fitted.*isolated_atoms_file.*data.e0s: average",
+    ):
         fit()
     model = fit(e0s="average")
     assert torch.isfinite(model.e0s).all()
@@ -142,5 +174,7 @@ def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path
     with caplog.at_level("WARNING"):
         m = evaluate_file(model, bare, plot=tmp_path / "energy_only.png", progress=False)
     assert "no forces under the key 'forces' in any structure" in caplog.text
-    assert "forces_mae_meV_per_A" not in m and m["energy_mae_meV"] == pytest.approx(metrics["energy_mae_meV"], rel=1e-12)
+    assert "forces_mae_meV_per_A" not in m and m["energy_mae_meV"] == pytest.approx(
+        metrics["energy_mae_meV"], rel=1e-12
+    )
     assert (tmp_path / "energy_only.png").is_file()

@@ -80,8 +80,9 @@ class CliffordAlgebra(nn.Module):
         self.dim = 2**self.n
         self.num_grades = self.n + 1
         # blades ordered by grade, then lexicographically by their vector indices
-        self.bitmaps = [sum(1 << a for a in combo) for k in range(self.n + 1)
-                        for combo in itertools.combinations(range(self.n), k)]
+        self.bitmaps = [
+            sum(1 << a for a in combo) for k in range(self.n + 1) for combo in itertools.combinations(range(self.n), k)
+        ]
         index_of = {b: i for i, b in enumerate(self.bitmaps)}
         grades = [bin(b).count("1") for b in self.bitmaps]
         self.grade_sizes = [math.comb(self.n, k) for k in range(self.num_grades)]

@@ -45,7 +45,7 @@ from molnet.nn.clifford.layers import CliffordBlock, MVLinear, scalar_multivecto
 from molnet.nn.clifford.simplicial import MESSAGE_TYPES, SimplexEmbedding, SimplicialComplex, lift
 from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.long_range import long_range_layers
+from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 
 #: default triangle cutoff (Å) when ``r_tri`` is not given (capped at r_max): bonded neighbours
 #: and their neighbours. Triangles per atom, AcAc molecule / liquid AcAc: 2.7 / 4.2 at 2.5 Å,
@@ -81,7 +81,9 @@ class CSMPNConfig(GraphConfig):
         if not 0 < self.r_tri <= self.r_max:
             raise ConfigError(f"r_tri must be in (0, r_max={self.r_max}], got {self.r_tri}")
         if self.max_simplex_dim not in (1, 2):
-            raise ConfigError(f"max_simplex_dim must be 1 (atoms, edges) or 2 (and triangles), got {self.max_simplex_dim}")
+            raise ConfigError(
+                f"max_simplex_dim must be 1 (atoms, edges) or 2 (and triangles), got {self.max_simplex_dim}"
+            )
         for name in ("num_channels", "num_layers", "num_bessel", "readout_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -133,8 +135,9 @@ class SimplicialMessagePassing(nn.Module):
         self.simplex_type = nn.Parameter(torch.zeros(3, channels))
         self.update_net = CliffordBlock(algebra, None, channels)
 
-    def aggregate(self, x: torch.Tensor, complex_: SimplicialComplex, coefficients: torch.Tensor,
-                  dimensions: torch.Tensor) -> torch.Tensor:
+    def aggregate(
+        self, x: torch.Tensor, complex_: SimplicialComplex, coefficients: torch.Tensor, dimensions: torch.Tensor
+    ) -> torch.Tensor:
         """Σ_{t→s} c_{ts} m_{ts} for every simplex s, ``[n_simplices, C, dim]``."""
         c, dim, n_c = complex_, self.algebra.dim, self.channels
         if self.message_product:
@@ -145,16 +148,25 @@ class SimplicialMessagePassing(nn.Module):
             messages = self.message_net(pre) * coefficients[:, None, None]
             return scatter_sum(messages, c.message_receiver, len(x))
         logits = self.gate(invariants(self.algebra, x)) + self.type_bias[dimensions]  # [S, 3C]
-        gate = torch.sigmoid(logits[c.message_receiver, :n_c] + logits[c.message_sender, n_c:2 * n_c]
-                             + logits[c.message_witness, 2 * n_c:])  # [M, C]
-        messages = self.content(x).index_select(0, c.message_sender) * (gate * coefficients[:, None])[..., None]  # [M, C, dim]
+        gate = torch.sigmoid(
+            logits[c.message_receiver, :n_c]
+            + logits[c.message_sender, n_c : 2 * n_c]
+            + logits[c.message_witness, 2 * n_c :]
+        )  # [M, C]
+        messages = (
+            self.content(x).index_select(0, c.message_sender) * (gate * coefficients[:, None])[..., None]
+        )  # [M, C, dim]
         return scatter_sum(messages, c.message_receiver, len(x))
 
-    def forward(self, x: torch.Tensor, complex_: SimplicialComplex, coefficients: torch.Tensor,
-                dimensions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, complex_: SimplicialComplex, coefficients: torch.Tensor, dimensions: torch.Tensor
+    ) -> torch.Tensor:
         summed = self.aggregate(x, complex_, coefficients, dimensions)  # [S, C, dim]
-        pre = (self.update_self(x) + self.update_messages(summed)
-               + scalar_multivector(self.simplex_type[dimensions], self.algebra.dim))
+        pre = (
+            self.update_self(x)
+            + self.update_messages(summed)
+            + scalar_multivector(self.simplex_type[dimensions], self.algebra.dim)
+        )
         return x + self.update_net(pre)
 
 
@@ -172,7 +184,9 @@ class CSMPN(nn.Module):
         self.r_tri = c.r_tri if c.max_simplex_dim == 2 else None
         self.algebra = CliffordAlgebra((1.0, 1.0, 1.0))
         self.element_embedding = nn.Embedding(num_elements, c.num_channels)
-        self.embedding = SimplexEmbedding(self.algebra, c.num_channels, c.r_max, self.r_tri, c.num_bessel, c.num_polynomial_cutoff)
+        self.embedding = SimplexEmbedding(
+            self.algebra, c.num_channels, c.r_max, self.r_tri, c.num_bessel, c.num_polynomial_cutoff
+        )
         self.layers = nn.ModuleList(
             SimplicialMessagePassing(self.algebra, c.num_channels, c.message_product) for _ in range(c.num_layers)
         )
@@ -181,9 +195,14 @@ class CSMPN(nn.Module):
         # per message type: sums whose size grows with density get 1/avg_num_neighbors; an edge
         # always has 2 boundary vertices, a triangle 3 boundary edges
         fixed = {"vertex-edge": 0.5, "edge-triangle": 1.0 / 3.0}
-        self.register_buffer("message_norm", torch.tensor([fixed.get(name, density) for name, _, _ in MESSAGE_TYPES]), persistent=False)
+        self.register_buffer(
+            "message_norm", torch.tensor([fixed.get(name, density) for name, _, _ in MESSAGE_TYPES]), persistent=False
+        )
         n_invariants = c.num_channels * self.algebra.num_grades
-        self.readout = nn.Sequential(nn.Linear(n_invariants, c.readout_hidden), nn.SiLU(), nn.Linear(c.readout_hidden, 1))
+        self.readout = nn.Sequential(
+            nn.Linear(n_invariants, c.readout_hidden), nn.SiLU(), nn.Linear(c.readout_hidden, 1)
+        )
+        self.coulomb = coulomb_block(c.long_range, n_invariants)
 
     def simplex_features(self, inputs: GraphInputs) -> tuple[SimplicialComplex, list[torch.Tensor]]:
         """The complex and the features of all simplices after the embedding and every layer
@@ -207,5 +226,6 @@ class CSMPN(nn.Module):
 
     def forward(self, inputs: GraphInputs) -> torch.Tensor:
         complex_, features = self.simplex_features(inputs)
-        atoms = features[-1][: complex_.n_vertices]  # [N, C, dim]
-        return self.readout(invariants(self.algebra, atoms)).squeeze(-1)  # [N]
+        atoms = invariants(self.algebra, features[-1][: complex_.n_vertices])  # [N, C·grades]
+        add_coulomb(self.coulomb, atoms, inputs)
+        return self.readout(atoms).squeeze(-1)  # [N]

@@ -124,8 +124,11 @@ class SteerableGeometricProduct(nn.Module):
         """Cayley table weighted per channel and grade triple, ``[channels, dim, dim, dim]``
         (for inspection: (x W y)_j = Σ_ik x_i W[c, i, j, k] y_k)."""
         a = self.algebra
-        return torch.einsum("cq,qj->cqj", self.coefficients(), a.term_output).reshape(
-            self.channels, a.dim, a.dim, a.dim).transpose(2, 3)
+        return (
+            torch.einsum("cq,qj->cqj", self.coefficients(), a.term_output)
+            .reshape(self.channels, a.dim, a.dim, a.dim)
+            .transpose(2, 3)
+        )
 
     def coefficients(self) -> torch.Tensor:
         """Sign × weight of every term x_i y_k, ``[channels, dim²]`` (term i·dim + k)."""
@@ -179,7 +182,9 @@ class CliffordMLP(nn.Sequential):
         - input: ``[..., in_channels, dim]``; output ``[..., out_channels, dim]``
     """
 
-    def __init__(self, algebra: CliffordAlgebra, in_channels: int, hidden: int, out_channels: int, num_blocks: int = 1) -> None:
+    def __init__(
+        self, algebra: CliffordAlgebra, in_channels: int, hidden: int, out_channels: int, num_blocks: int = 1
+    ) -> None:
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         sizes = [in_channels] + [hidden] * (num_blocks - 1) + [out_channels]

@@ -99,8 +99,12 @@ class SimplicialComplex:
     def simplex_dimension(self) -> torch.Tensor:
         """0, 1 or 2 for every stacked simplex ``[n_simplices]``."""
         device = self.edge_directed.device
-        return torch.cat([torch.full((n,), d, dtype=torch.long, device=device)
-                          for d, n in enumerate((self.n_vertices, self.n_edges, self.n_triangles))])
+        return torch.cat(
+            [
+                torch.full((n,), d, dtype=torch.long, device=device)
+                for d, n in enumerate((self.n_vertices, self.n_edges, self.n_triangles))
+            ]
+        )
 
 
 def integer_shifts(inputs: GraphInputs) -> torch.Tensor:
@@ -218,13 +222,19 @@ def lift(inputs: GraphInputs, lengths: torch.Tensor, vectors: torch.Tensor, r_tr
     receivers = torch.cat([r for _, r, _ in blocks])
     by_receiver = torch.argsort(receivers, stable=True)  # sorted receivers make the scatter sums fast
     return SimplicialComplex(
-        n_vertices=n, edge_directed=edge_directed, edge_vertices=edge_vertices, undirected=undirected,
-        triangle_directed=triangle_directed, triangle_vertices=triangle_vertices, triangle_edges=triangle_edges,
+        n_vertices=n,
+        edge_directed=edge_directed,
+        edge_vertices=edge_vertices,
+        undirected=undirected,
+        triangle_directed=triangle_directed,
+        triangle_vertices=triangle_vertices,
+        triangle_edges=triangle_edges,
         message_sender=torch.cat([s for s, _, _ in blocks])[by_receiver],
         message_receiver=receivers[by_receiver],
         message_witness=torch.cat([w for _, _, w in blocks])[by_receiver],
-        message_type=torch.cat([torch.full((len(s),), t, dtype=torch.long, device=device)
-                                for t, (s, _, _) in enumerate(blocks)])[by_receiver],
+        message_type=torch.cat(
+            [torch.full((len(s),), t, dtype=torch.long, device=device) for t, (s, _, _) in enumerate(blocks)]
+        )[by_receiver],
     )
 
 
@@ -251,9 +261,13 @@ class OrderedSimplexNet(nn.Module):
         pair_index = {pair: i for i, pair in enumerate(pairs)}
         perms = list(itertools.permutations(range(k)))
         self.register_buffer("vertex_perm", torch.tensor(perms), persistent=False)  # [k!, k]
-        self.register_buffer("pair_perm", torch.tensor(
-            [[pair_index[tuple(sorted((p[i], p[j])))] for i, j in pairs] for p in perms], dtype=torch.long
-        ).reshape(len(perms), len(pairs)), persistent=False)  # [k!, pairs]
+        self.register_buffer(
+            "pair_perm",
+            torch.tensor(
+                [[pair_index[tuple(sorted((p[i], p[j])))] for i, j in pairs] for p in perms], dtype=torch.long
+            ).reshape(len(perms), len(pairs)),
+            persistent=False,
+        )  # [k!, pairs]
         scalar_std = 1.0 / math.sqrt(k * channels + len(pairs) * num_bessel)
         self.vertex_weight = nn.Parameter(torch.randn(k, channels, channels) * scalar_std)  # [slot, in, out]
         self.radial_weight = nn.Parameter(torch.randn(len(pairs), num_bessel, channels) * scalar_std)
@@ -269,8 +283,9 @@ class OrderedSimplexNet(nn.Module):
         per_vertex = torch.einsum("nvc,sco->nvso", elements, self.vertex_weight)  # [n, vertex, slot, C]
         per_pair = torch.einsum("npb,sbo->npso", radial, self.radial_weight)  # [n, pair, slot, C]
         pair_slots = torch.arange(self.pair_perm.shape[1], device=positions.device)
-        scalar = (per_vertex[:, self.vertex_perm, slots].sum(2)
-                  + per_pair[:, self.pair_perm, pair_slots].sum(2) + self.bias)  # [n, k!, C]
+        scalar = (
+            per_vertex[:, self.vertex_perm, slots].sum(2) + per_pair[:, self.pair_perm, pair_slots].sum(2) + self.bias
+        )  # [n, k!, C]
         vector = torch.einsum("nsax,ac->nscx", positions[:, self.vertex_perm], self.position_weight)  # [n, k!, C, 3]
         rest = vector.new_zeros(vector.shape[:-1] + (self.algebra.dim - 1 - vector.shape[-1],))
         pre = torch.cat([scalar[..., None], vector, rest], dim=-1)  # [n, k!, C, dim]
@@ -293,8 +308,15 @@ class SimplexEmbedding(nn.Module):
         - returns features ``[n_simplices, C, dim]`` and weights ``[n_simplices]``
     """
 
-    def __init__(self, algebra: CliffordAlgebra, channels: int, r_max: float, r_tri: float | None,
-                 num_bessel: int, envelope_p: int) -> None:
+    def __init__(
+        self,
+        algebra: CliffordAlgebra,
+        channels: int,
+        r_max: float,
+        r_tri: float | None,
+        num_bessel: int,
+        envelope_p: int,
+    ) -> None:
         super().__init__()
         self.algebra = algebra
         self.edge_radial = BesselBasis(r_max, num_bessel)
@@ -306,14 +328,18 @@ class SimplexEmbedding(nn.Module):
             self.triangle_envelope = PolynomialEnvelope(r_tri, envelope_p)
             self.triangle_net = OrderedSimplexNet(algebra, 3, channels, num_bessel)
 
-    def forward(self, complex_: SimplicialComplex, elements: torch.Tensor,
-                vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, complex_: SimplicialComplex, elements: torch.Tensor, vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = complex_
         vertex = scalar_multivector(elements, self.algebra.dim)  # [N, C, dim]
         r_edge = vectors[c.edge_directed]  # [n_edges, 3] receiver → sender
         len_edge = torch.linalg.norm(r_edge, dim=-1, keepdim=True)  # [n_edges, 1]
-        edge = self.edge_net(torch.stack([-0.5 * r_edge, 0.5 * r_edge], dim=1),
-                             elements[c.edge_vertices], self.edge_radial(len_edge)[:, None])
+        edge = self.edge_net(
+            torch.stack([-0.5 * r_edge, 0.5 * r_edge], dim=1),
+            elements[c.edge_vertices],
+            self.edge_radial(len_edge)[:, None],
+        )
         parts, weights = [vertex, edge], [vertex.new_ones(len(vertex)), self.edge_envelope(len_edge)[:, 0]]
         if self.has_triangles:
             r_a, r_b = vectors[c.triangle_directed[:, 0]], vectors[c.triangle_directed[:, 1]]  # V→Q, V→R

@@ -70,7 +70,9 @@ def test_involutions(cl3):
     a, b = (torch.randn(4, 8, generator=g, dtype=torch.float64) for _ in range(2))
     gp = cl3.geometric_product
     torch.testing.assert_close(cl3.reverse(gp(a, b)), gp(cl3.reverse(b), cl3.reverse(a)), atol=1e-12, rtol=0)
-    torch.testing.assert_close(cl3.grade_involution(gp(a, b)), gp(cl3.grade_involution(a), cl3.grade_involution(b)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        cl3.grade_involution(gp(a, b)), gp(cl3.grade_involution(a), cl3.grade_involution(b)), atol=1e-12, rtol=0
+    )
     torch.testing.assert_close(cl3.reverse(cl3.reverse(a)), a)
     torch.testing.assert_close(cl3.grade_involution(cl3.grade_involution(a)), a)
     assert cl3.reversion_signs.tolist() == [1, 1, 1, 1, -1, -1, -1, -1]

@@ -4,7 +4,12 @@ from scipy.spatial.transform import Rotation
 
 from molnet.nn.clifford.algebra import CliffordAlgebra
 from molnet.nn.clifford.layers import (
-    CliffordMLP, GradeNormalization, MVLayerNorm, MVLinear, MVSiLU, SteerableGeometricProduct,
+    CliffordMLP,
+    GradeNormalization,
+    MVLayerNorm,
+    MVLinear,
+    MVSiLU,
+    SteerableGeometricProduct,
 )
 from molnet.nn.dtypes import default_dtype
 
@@ -59,7 +64,9 @@ def test_versor_sandwich_equivariance_of_geometric_product(setup):
         w = algebra.geometric_product(w, algebra.embed_grade(v, 1))
     x = torch.randn(4, C, 8, dtype=torch.float64)
     layer = layers["geometric-product"]
-    torch.testing.assert_close(layer(algebra.versor_action(w, x)), algebra.versor_action(w, layer(x)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        layer(algebra.versor_action(w, x)), algebra.versor_action(w, layer(x)), atol=1e-12, rtol=0
+    )
 
 
 def test_reflection_acts_differently_from_rotation(setup):
@@ -113,7 +120,10 @@ def test_weighted_product_matches_dense_cayley(setup):
     full[:, algebra.product_paths] = layer.weight.detach()
     g = algebra.grade_index
     torch.testing.assert_close(w, algebra.cayley * full[:, g][:, :, g][:, :, :, g])
-    xs, ys = torch.randn(2, 2, 8, dtype=torch.float64, requires_grad=True), torch.randn(2, 2, 8, dtype=torch.float64, requires_grad=True)
+    xs, ys = (
+        torch.randn(2, 2, 8, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 2, 8, dtype=torch.float64, requires_grad=True),
+    )
     cs = torch.randn(2, 64, dtype=torch.float64, requires_grad=True)
     fn = lambda a, b, c: algebra.weighted_product(a, b, c)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (xs, ys, cs))
