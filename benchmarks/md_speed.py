@@ -9,10 +9,10 @@ max_L 1, max_ell 2, correlation 3, 2 interactions, r_max 5 Å, radial MLP [64,64
 weights, zero E0s) in float64, wrapped in each package's own ASE calculator:
 
 - molnet: ``molnet.calculators.MolNetCalculator(model=<Potential>, dtype="float64")`` (by default
-  its neighbour-list skin, 0.5 Å, so the list is rebuilt only when an atom moved more than
+  its neighbor-list skin, 0.5 Å, so the list is rebuilt only when an atom moved more than
   skin/2; ``--molnet-skin 0`` rebuilds it every step as mace-torch does);
 - mace-torch: ``mace.calculators.MACECalculator(model_paths=<torch.save'd ScaleShiftMACE>,
-  device="cpu", default_dtype="float64")`` (rebuilds the neighbour list every call).
+  device="cpu", default_dtype="float64")`` (rebuilds the neighbor list every call).
 
 Each calculator drives ASE ``VelocityVerlet`` (0.5 fs, Maxwell-Boltzmann velocities at 300 K,
 the same seed on both sides) on (1) one AcAc molecule (first frame of the bundled test set) and
@@ -89,7 +89,7 @@ def mace_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
     import worker  # the speed benchmark's mace-torch model, built with the same hyperparameters
     from mace.calculators import MACECalculator
 
-    del skin  # mace-torch rebuilds its neighbour list every call
+    del skin  # mace-torch rebuilds its neighbor list every call
     torch.manual_seed(0)
     backend = worker.MaceBackend(torch.float64)
     backend.build(run.ELEMENTS, hyper)
@@ -115,7 +115,7 @@ def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin:
     dyns = []
     for atoms in frames:
         # one calculator per structure (same seed, so the same weights), so that cached state
-        # such as molnet's skin neighbour list belongs to one trajectory
+        # such as molnet's skin neighbor list belongs to one trajectory
         atoms.calc, extra = make(hyper, tmp, skin)
         MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=np.random.default_rng(0))
         dyns.append(VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs))
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         "--molnet-skin",
         type=float,
         default=0.5,
-        help="MolNetCalculator neighbour-list skin in Å (its default 0.5; 0 rebuilds every step)",
+        help="MolNetCalculator neighbor-list skin in Å (its default 0.5; 0 rebuilds every step)",
     )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)

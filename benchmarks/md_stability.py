@@ -3,7 +3,7 @@
     python benchmarks/md_stability.py --model mace-acac --temperature 600 --ps 10
 
 Runs Langevin NVT (0.5 fs, float64) from a bundled AcAc geometry, checks every 100 steps that no
-atom lost all neighbours within 2 Å and that every covalent bond of the starting geometry stays
+atom lost all neighbors within 2 Å and that every covalent bond of the starting geometry stays
 below 1.6× its length, and prints one JSON object (also appended to results/md_stability.jsonl).
 """
 

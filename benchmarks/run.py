@@ -180,7 +180,7 @@ def build_structures(sizes: Iterable[int], path: Path, seed: int) -> list[Struct
 
 
 def average_neighbors(r_max: float, frames: int = 50) -> float:
-    """Mean number of neighbours within ``r_max`` over AcAc training frames (as mace-torch computes it)."""
+    """Mean number of neighbors within ``r_max`` over AcAc training frames (as mace-torch computes it)."""
     import ase.io
 
     from molnet.data.neighbors import neighbor_list

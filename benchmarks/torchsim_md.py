@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             dyn.run(args.steps)
         return time.perf_counter() - start
 
-    torchsim_block(), ase_block()  # warm-up: first calls, neighbour lists
+    torchsim_block(), ase_block()  # warm-up: first calls, neighbor lists
     work = args.structures * args.steps
     rates: dict[str, list[float]] = {"torchsim": [], "ase_loop": []}
     for r in range(args.rounds):

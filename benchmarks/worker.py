@@ -18,7 +18,7 @@ Two ways to run it:
   reports ``ru_maxrss`` (peak resident set size) before and after; the driver starts one per
   measurement so that peaks do not carry over.
 
-The timed call is the inference path of each package's ASE calculator: neighbour list and
+The timed call is the inference path of each package's ASE calculator: neighbor list and
 graph from an ``ase.Atoms`` (molnet: ``AtomicGraph.from_atoms``; mace-torch:
 ``config_from_atoms`` + ``AtomicData.from_config``), a one-graph torch_geometric batch, then the
 model with forces by autograd and no stress.
@@ -77,7 +77,7 @@ class MolnetBackend:
         self.r_max = float(hyper["r_max"])
 
     def graph(self, atoms):
-        """One ``AtomicGraph`` (neighbour list included)."""
+        """One ``AtomicGraph`` (neighbor list included)."""
         from molnet.data import AtomicGraph
 
         return AtomicGraph.from_atoms(atoms, self.r_max, dtype=self.dtype)
@@ -175,7 +175,7 @@ class MaceBackend:
         )
 
     def graph(self, atoms):
-        """One ``AtomicData`` (neighbour list included), as the calculator builds it."""
+        """One ``AtomicData`` (neighbor list included), as the calculator builds it."""
         from mace import data as mace_data
 
         config = mace_data.config_from_atoms(atoms)

@@ -43,14 +43,14 @@ class SimulationError(MolnetError):
 
 
 def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:
-    """Raise :class:`SimulationError` if an atom of a molecule has no neighbour within ``max_distance`` Å."""
+    """Raise :class:`SimulationError` if an atom of a molecule has no neighbor within ``max_distance`` Å."""
     if atoms.pbc.any() or len(atoms) < 2 or len(atoms) > 5000:
         return
     d = atoms.get_all_distances() + np.eye(len(atoms)) * 1e9
     lonely = np.flatnonzero(d.min(axis=1) > max_distance)
     if len(lonely):
         raise SimulationError(
-            f"step {step}: atom(s) {lonely[:10].tolist()} have no neighbour within {max_distance:.1f} Å; "
+            f"step {step}: atom(s) {lonely[:10].tolist()} have no neighbor within {max_distance:.1f} Å; "
             "the molecule is falling apart (timestep too large, temperature too high, or the model is "
             "outside its training data)"
         )
@@ -114,7 +114,7 @@ def run_md(
     Velocities are drawn from Maxwell–Boltzmann at ``temperature_K`` with ``seed`` (centre of
     mass and, for molecules, rotation removed). Frames are appended to ``trajectory`` (extxyz)
     every ``log_interval`` steps. Non-finite energies (:class:`~molnet.errors.NonFiniteError`)
-    and, for molecules, an atom with no neighbour within ``max_bond_distance`` Å stop the run
+    and, for molecules, an atom with no neighbor within ``max_bond_distance`` Å stop the run
     with an error; frames written so far stay in ``trajectory``.
     """
     if steps < 0 or log_interval < 1:

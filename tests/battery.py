@@ -1,7 +1,8 @@
 """One battery of physics tests that every model family must pass.
 
 A family's test module subclasses :class:`ModelBattery` and sets ``configs`` (one or more model
-configurations); pytest then runs every check below for each configuration, in float64.
+configurations); pytest then runs every check below for each configuration, in float64, and
+the float32 check with tolerances that fit single precision.
 Set ``reflection = False`` for a family that claims only SE(3).
 """
 
@@ -39,7 +40,7 @@ def periodic_cell(seed: int = 0) -> Atoms:
 
 
 def evaluate(model, structures: list[Atoms], stress: bool = False, batch_size: int | None = None) -> dict:
-    graphs = [AtomicGraph.from_atoms(a, model.r_max, dtype=torch.float64) for a in structures]
+    graphs = [AtomicGraph.from_atoms(a, model.r_max, dtype=model.dtype) for a in structures]
     loader = DataLoader(graphs, batch_size=batch_size or len(graphs))
     outs = [model(b, compute_forces=True, compute_stress=stress) for b in loader]
     return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
@@ -55,6 +56,7 @@ class ModelBattery:
 
     configs: list[dict] = []
     reflection: bool = True
+    rotation_exact: bool = True  # False: rotations hold up to a discretisation, tested by the family
     atol: float = 1e-9
 
     @pytest.fixture
@@ -164,6 +166,38 @@ class ModelBattery:
         combined = a + b
         e = evaluate(model, [a, combined])["energy"]
         torch.testing.assert_close(e[1], 2 * e[0], atol=2 * self.atol, rtol=1e-12)
+
+    # --- single precision ---------------------------------------------------------------------------
+    def test_float32_symmetries_derivatives_and_batching(self, model):
+        """The same weights in float32: equal to float64 to single precision, rotation/translation/
+        permutation invariant, forces = −∇E by finite differences and batches equal singles, all at
+        float32 tolerances."""
+        import copy
+
+        single = copy.deepcopy(model).to(torch.float32)
+        atoms, cell = acac(), periodic_cell()
+        ref = evaluate(model, [atoms, cell])
+        out = evaluate(single, [atoms, cell])
+        torch.testing.assert_close(out["energy"].double(), ref["energy"], atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(out["forces"].double(), ref["forces"], atol=1e-4, rtol=1e-4)
+        rot = random_rotation(reflect=self.reflection) if self.rotation_exact else np.eye(3)
+        moved = atoms.copy()
+        moved.positions = atoms.positions @ rot.T + np.array([1.3, -0.4, 2.2])
+        perm = np.random.default_rng(3).permutation(len(atoms))
+        again = evaluate(single, [moved[perm]])
+        torch.testing.assert_close(again["energy"], out["energy"][:1], atol=2e-4, rtol=1e-6)
+        rot_t = torch.tensor(rot, dtype=torch.float32)
+        torch.testing.assert_close(again["forces"], (out["forces"][: len(atoms)] @ rot_t.T)[perm], atol=2e-4, rtol=1e-4)
+        h = 1e-2  # float32: a step that keeps rounding (1e-7·|E|/h) below the O(h²) error
+        for atom, axis in ((0, 0), (5, 1), (11, 2)):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[atom, axis] += h
+            minus.positions[atom, axis] -= h
+            e = evaluate(single, [plus, minus])["energy"].double().numpy()
+            numeric = -(e[0] - e[1]) / (2 * h)
+            assert abs(numeric - float(out["forces"][atom, axis])) < 2e-3 * max(1.0, abs(numeric)), (atom, axis)
+        one_by_one = evaluate(single, [atoms, cell], batch_size=1)
+        torch.testing.assert_close(one_by_one["energy"], out["energy"], atol=1e-4, rtol=1e-6)
 
     # --- smoothness --------------------------------------------------------------------------------
     def test_energy_is_smooth_at_the_cutoff(self, model):

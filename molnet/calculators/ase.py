@@ -28,7 +28,7 @@ class MolNetCalculator(Calculator):
     dtype
         ``"float64"`` (default, for MD) or ``"float32"``. Torch's global default dtype is not changed.
     skin
-        Verlet skin in Å: the neighbour list is built with ``r_max + skin`` and reused until an
+        Verlet skin in Å: the neighbor list is built with ``r_max + skin`` and reused until an
         atom moved more than ``skin / 2`` or the cell, numbers or pbc changed. Edges beyond
         ``r_max`` are dropped before the model runs (a cheap distance mask over the stored
         pairs), so the model sees exactly the edges of a fresh list and results are identical to

@@ -2,7 +2,7 @@
 
 torch-sim (``pip install "molnet[torchsim]"``, PyPI name ``torch-sim-atomistic``) integrates
 and relaxes a :class:`~torch_sim.state.SimState` holding many systems; :class:`MolNetModel`
-evaluates any molnet family on all of them in one call. The neighbour list of every system is
+evaluates any molnet family on all of them in one call. The neighbor list of every system is
 built in one batched call of torch-sim's linked-cell search, without a Python loop over systems.
 
 Reference: Cohen et al., "TorchSim: An efficient atomistic simulation engine in PyTorch",

@@ -1,4 +1,4 @@
-"""Atomic data: neighbour lists, graphs, data sets and their statistics."""
+"""Atomic data: neighbor lists, graphs, data sets and their statistics."""
 
 from molnet.data.bundled import bundled_path, load_bundled
 from molnet.data.datasets import extract_targets, random_split, read_dataset, split_isolated_atoms

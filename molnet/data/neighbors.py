@@ -1,4 +1,4 @@
-"""Radius neighbour lists with periodic images, computed by vesin.
+"""Radius neighbor lists with periodic images, computed by vesin.
 
 The list is *full* (both i→j and j→i) and includes periodic images of an atom
 itself when the cell is smaller than the cutoff.

@@ -64,7 +64,7 @@ class DatasetWriter:
             info = read_info(self.path)
             if info["statistics"]["r_max"] != r_max:
                 raise DataError(
-                    f"{self.path}: holds neighbour counts at r_max {info['statistics']['r_max']} Å, not {r_max}; append with the same --r_max"
+                    f"{self.path}: holds neighbor counts at r_max {info['statistics']['r_max']} Å, not {r_max}; append with the same --r_max"
                 )
             if info["units"] != units:
                 raise DataError(

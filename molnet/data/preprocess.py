@@ -1,6 +1,6 @@
 """``molnet preprocess``: reference files (extxyz, ASE db, globs) → one on-disk data set.
 
-Files are parsed (and their neighbour counts at ``r_max`` taken) in parallel worker processes,
+Files are parsed (and their neighbor counts at ``r_max`` taken) in parallel worker processes,
 one file per task; the parent appends each file's structures to the data set in the order the
 files were given and accumulates the statistics in the same pass (:mod:`molnet.data.ondisk`).
 """

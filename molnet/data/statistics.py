@@ -29,7 +29,7 @@ E0Choice = Union[str, Mapping[str, float]]
 
 @dataclass
 class DatasetStatistics:
-    """E0s (eV per element symbol), mean neighbour count, force RMS (eV/Å) and per-atom shift (eV)."""
+    """E0s (eV per element symbol), mean neighbor count, force RMS (eV/Å) and per-atom shift (eV)."""
 
     e0s: dict[str, float]
     avg_num_neighbors: float

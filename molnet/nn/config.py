@@ -11,7 +11,7 @@ from molnet.errors import ConfigError
 @dataclass
 class GraphConfig:
     """The radius graph and its radial features: ``r_max`` (Å), Bessel basis size, envelope
-    exponent p, the mean neighbour count that normalises neighbour sums (set from the training
+    exponent p, the mean neighbor count that normalises neighbor sums (set from the training
     data), and the optional long-range block (``{"name": "ewald", ...}``, ``{"name": "coulomb", ...}`` or a list of both)."""
 
     r_max: float = 5.0

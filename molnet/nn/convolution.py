@@ -1,4 +1,4 @@
-"""Channel-wise ("uvu") tensor-product convolution summed over neighbours, as batched matmuls.
+"""Channel-wise ("uvu") tensor-product convolution summed over neighbors, as batched matmuls.
 
 MACE's message A_i = Σ_{j∈N(i)} TP_uvu(h_j, Y(r̂_ij); w_ij) is, path by path,
 
@@ -7,8 +7,8 @@ MACE's message A_i = Σ_{j∈N(i)} TP_uvu(h_j, Y(r̂_ij); w_ij) is, path by path
 with C_p the Wigner-3j symbol of path p = (l1, l2 → l3) and c_p e3nn's path normalisation.
 Evaluating it edge by edge (e3nn's ``TensorProduct`` followed by a scatter sum) writes an
 ``[n_edges, C, Σ_p (2 l3 + 1)]`` message tensor and keeps several of that size for backward.
-Here the edges are laid out in a padded neighbour table ``[n_nodes, max_neighbours]`` instead,
-and the sum over neighbours j and input components a becomes one batched matmul per path
+Here the edges are laid out in a padded neighbor table ``[n_nodes, max_neighbors]`` instead,
+and the sum over neighbors j and input components a becomes one batched matmul per path
 (``[n_nodes, C, n_nb·(2l1+1)] @ [n_nodes, n_nb·(2l1+1), 2l3+1]``): no per-edge message tensor
 exists, and backward and double backward are matmuls too. The operation is defined by an e3nn
 ``TensorProduct`` (its instructions, normalisation and weight layout) and equals
@@ -29,12 +29,12 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class NeighbourTable:
+class NeighborTable:
     """Edges grouped by receiver in a padded table, built once per forward and shared by layers.
 
     Attributes:
-        edge: ``[n_nodes, max_neighbours]`` edge index of each slot; ``n_edges`` marks an empty slot
-        sender: ``[n_nodes, max_neighbours]`` sender atom of each slot (0 for empty slots, whose
+        edge: ``[n_nodes, max_neighbors]`` edge index of each slot; ``n_edges`` marks an empty slot
+        sender: ``[n_nodes, max_neighbors]`` sender atom of each slot (0 for empty slots, whose
             edge quantities are zero)
         num_edges: number of real edges
     """
@@ -44,7 +44,7 @@ class NeighbourTable:
     num_edges: int
 
     @classmethod
-    def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighbourTable":
+    def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighborTable":
         """Group edges ``(sender [E], receiver [E])`` by receiver; order within a group is edge order."""
         num_edges = len(receiver)
         counts = torch.bincount(receiver, minlength=num_nodes)  # [n_nodes]
@@ -66,12 +66,12 @@ class NeighbourTable:
         return self.num_edges / slots if slots else 1.0
 
     def gather_edges(self, values: torch.Tensor) -> torch.Tensor:
-        """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbours, *shape]``, zero in empty slots."""
+        """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbors, *shape]``, zero in empty slots."""
         padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
         return padded[self.edge]
 
 
-class NeighbourConvolution(nn.Module):
+class NeighborConvolution(nn.Module):
     """Σ_j TP_uvu(h_j, Y_ij; w_ij) for the "uvu" instructions of an e3nn ``TensorProduct``.
 
     Args:
@@ -82,7 +82,7 @@ class NeighbourConvolution(nn.Module):
     Shapes:
         - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_edges, irreps_in2.dim]``;
           weights ``[n_edges, tp.weight_numel]`` (e3nn's layout: instruction-major, then channel)
-        - returns ``[n_nodes, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbours
+        - returns ``[n_nodes, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbors
     """
 
     def __init__(self, tp: o3.TensorProduct) -> None:
@@ -109,7 +109,7 @@ class NeighbourConvolution(nn.Module):
             self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
 
     def forward(
-        self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighbourTable
+        self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighborTable
     ) -> torch.Tensor:
         n, c = node_feats.shape[0], self.channels
         width = table.edge.shape[1]

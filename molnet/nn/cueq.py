@@ -140,7 +140,7 @@ class CueqConvolution(_OutsideTheModel):
 
     Args:
         tp: the defining e3nn tensor product ("uvu", per-edge weights; as
-            :class:`molnet.nn.convolution.NeighbourConvolution` takes it). The wrapper is checked
+            :class:`molnet.nn.convolution.NeighborConvolution` takes it). The wrapper is checked
             against it on random inputs when built.
         method: cuequivariance method; default ``uniform_1d`` on CUDA, ``naive`` otherwise.
         device: where the model lives.

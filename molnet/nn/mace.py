@@ -1,10 +1,10 @@
 """MACE: higher-body-order equivariant message passing (the ``mace`` family).
 
 Each layer builds the atomic basis A_i = Σ_j R(r_ij) Y(r̂_ij) ⊗ h_j (a channel-wise tensor
-product weighted by a radial MLP, normalised by the mean neighbour count), raises it to
+product weighted by a radial MLP, normalised by the mean neighbor count), raises it to
 correlation order ν with a symmetric contraction (ν = 3: 4-body messages per layer), and mixes
 the result with an element-dependent self-connection. The convolution and its sum over
-neighbours run fused (:mod:`molnet.nn.convolution`); ``Potential.compile_inference`` adds
+neighbors run fused (:mod:`molnet.nn.convolution`); ``Potential.compile_inference`` adds
 ``torch.compile`` on top for MD.
 
 References:
@@ -23,13 +23,13 @@ from e3nn import o3
 from torch import nn
 
 from molnet.nn.config import GraphConfig
-from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
+from molnet.nn.convolution import NeighborConvolution, NeighborTable
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
-#: Below this fraction of filled neighbour-table slots, the convolution runs edge by edge.
+#: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
 MIN_TABLE_FILL = 0.25
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
@@ -120,11 +120,11 @@ class MACEInteraction(nn.Module):
         self.linear_up = o3.Linear(irreps_in, irreps_in)
         mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
         # conv_tp defines the convolution (instructions, normalisation, weight layout; its buffers are
-        # part of the saved weights); `convolution` evaluates it fused with the neighbour sum
+        # part of the saved weights); `convolution` evaluates it fused with the neighbor sum
         self.conv_tp = o3.TensorProduct(
             irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False
         )
-        self.convolution = NeighbourConvolution(self.conv_tp)
+        self.convolution = NeighborConvolution(self.conv_tp)
         self.cueq_convolution: nn.Module | None = None  # set by MACE.use_cueq
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
         self.linear = o3.Linear(mid, target)
@@ -135,7 +135,7 @@ class MACEInteraction(nn.Module):
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
-    def forward(self, node_feats, node_onehot, edge_sh, radial, sender, receiver, table: NeighbourTable | None):
+    def forward(self, node_feats, node_onehot, edge_sh, radial, sender, receiver, table: NeighborTable | None):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         weights = self.conv_weights(radial)  # [n_edges, weight_numel]
@@ -143,7 +143,7 @@ class MACEInteraction(nn.Module):
             summed = self.cueq_convolution(h, edge_sh, weights, sender, receiver)
         elif table.fill >= MIN_TABLE_FILL:
             summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
-        else:  # very uneven neighbour counts: the padded table would waste memory, go edge by edge
+        else:  # very uneven neighbor counts: the padded table would waste memory, go edge by edge
             messages = self.conv_tp(h[sender], edge_sh, weights)  # [n_edges, mid.dim]
             summed = scatter_sum(messages, receiver, len(h))
         a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
@@ -244,7 +244,7 @@ class MACE(nn.Module):
             groups, table = None, None
         else:
             groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
-            table = NeighbourTable.build(inputs.sender, inputs.receiver, len(inputs.species))
+            table = NeighborTable.build(inputs.sender, inputs.receiver, len(inputs.species))
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         features = []

@@ -7,7 +7,7 @@ rotation and translation by the invariants
     a1 = o·x_ij,   a2 = ‖x_ij − (o·x_ij) o‖,   a3 = o·o',     x_ij = r_j − r_i + shift,
 
 so convolution kernels that are functions of them are equivariant (Bekkers et al., Thm. 1).
-The convolution is separable: a spatial convolution over neighbours per orientation, with a
+The convolution is separable: a spatial convolution over neighbors per orientation, with a
 kernel K(a1, a2, r) windowed by a polynomial envelope that takes it smoothly to zero at
 ``r_max``, then a depthwise convolution over the orientations with a kernel K(a3). Layers are
 ConvNeXt blocks; per-atom energies are linear readouts averaged over orientations.
@@ -27,7 +27,7 @@ Differences from the reference code, all deliberate:
 - The invariants are embedded by the monomials of total degree 1..``degree`` (the reference
   stacks repeated outer products, with duplicates) and, for the spatial kernel, also by the
   Bessel features of |x_ij|, so that the kernel is not only polynomial in a1, a2.
-- Radius graph with periodic images, envelope and neighbour sums divided by
+- Radius graph with periodic images, envelope and neighbor sums divided by
   ``avg_num_neighbors`` (the reference uses a fully connected graph without cutoff). The
   reference's self-loop (kernel at x_ij = 0, which is orientation-independent) is a learned
   per-channel self-interaction weight.

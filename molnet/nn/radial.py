@@ -43,7 +43,7 @@ class PolynomialEnvelope(nn.Module):
     """u(x) = 1 − (p+1)(p+2)/2·x^p + p(p+2)·x^{p+1} − p(p+1)/2·x^{p+2}, x = r/r_max; 0 beyond r_max.
 
     u and its first two derivatives vanish at r_max, so energies and forces are continuous
-    when a neighbour crosses the cutoff.
+    when a neighbor crosses the cutoff.
 
     Shapes:
         - input: lengths ``[n_edges, 1]`` Å; output ``[n_edges, 1]``

@@ -263,7 +263,7 @@ class AtomicDataModule(pl.LightningDataModule):
         """E0s, avg_num_neighbors, force scale and shift of the training set at the configured r_max.
 
         In-memory sets: from the training graphs (their edge counts give avg_num_neighbors, so
-        the neighbour lists are built once). Data sets: the statistics stored by ``molnet
+        the neighbor lists are built once). Data sets: the statistics stored by ``molnet
         preprocess`` when the whole file trains, else one streaming pass over the training items.
         ``e0s`` overrides ``data.e0s``.
         """
@@ -281,7 +281,7 @@ class AtomicDataModule(pl.LightningDataModule):
                 )
             if acc.r_max != self.r_max:
                 raise ConfigError(
-                    f"data.train_file {train.path}: neighbour counts were stored at r_max {acc.r_max} Å but the model's "
+                    f"data.train_file {train.path}: neighbor counts were stored at r_max {acc.r_max} Å but the model's "
                     f"r_max is {self.r_max} Å; run molnet preprocess with --r_max {self.r_max}"
                 )
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -18,6 +19,24 @@ from molnet.train.losses import weighted_loss
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = {"name": "mace", "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
+
+
+def typed_model_config(model: dict) -> dict:
+    """The model section with command-line strings turned into the values they spell.
+
+    ``--model.model.num_channels 8`` reaches the free-form model dict as the string ``'8'``;
+    every string value that parses as JSON (numbers, booleans, null, lists, mappings) is
+    replaced by the parsed value, other strings (``mace``, element symbols) stay strings.
+    """
+    typed = {}
+    for key, value in model.items():
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        typed[key] = value
+    return typed
 
 
 class PotentialModule(pl.LightningModule):
@@ -85,7 +104,7 @@ class PotentialModule(pl.LightningModule):
         if scheduler not in ("plateau", "cosine"):
             raise ConfigError(f"model.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
         if init_from is None:
-            family_config({"elements": ["H"], **model})  # validate before any data is read
+            family_config({"elements": ["H"], **typed_model_config(model)})  # validate before any data is read
         self.potential: Potential | None = None
         self.loss_weights = {
             "energy": energy_weight,
@@ -114,7 +133,7 @@ class PotentialModule(pl.LightningModule):
             dm.configure(self.potential.r_max, dtype)
             log.info("fine-tuning %s (%s)", self.hparams.init_from, self.potential.config["name"])
         else:
-            config = dict(self.hparams.model)
+            config = typed_model_config(self.hparams.model)
             config.setdefault("elements", dm.elements())
             dm.check_elements(config["elements"])
             dm.configure(family_config(config).r_max, dtype)

@@ -1,10 +1,10 @@
-"""NeighbourConvolution equals e3nn's TensorProduct followed by a scatter sum, values and gradients."""
+"""NeighborConvolution equals e3nn's TensorProduct followed by a scatter sum, values and gradients."""
 
 import pytest
 import torch
 from e3nn import o3
 
-from molnet.nn.convolution import NeighbourConvolution, NeighbourTable
+from molnet.nn.convolution import NeighborConvolution, NeighborTable
 from molnet.nn.dtypes import default_dtype
 from molnet.nn.inputs import scatter_sum
 from molnet.nn.mace import _conv_irreps
@@ -18,8 +18,8 @@ def _setup(irreps_in: str, max_ell: int, n_nodes: int, n_edges: int, dtype: torc
     mid, instructions = _conv_irreps(irreps_in, sh, o3.Irreps([(c, ir) for _, ir in sh]))
     with default_dtype(dtype):  # the constants (Wigner-3j symbols) at the working precision, as build_model does
         tp = o3.TensorProduct(irreps_in, sh, mid, instructions, shared_weights=False, internal_weights=False)
-        conv = NeighbourConvolution(tp)
-    # receivers skip node 0 (a node without neighbours) and repeat others (uneven neighbour counts)
+        conv = NeighborConvolution(tp)
+    # receivers skip node 0 (a node without neighbors) and repeat others (uneven neighbor counts)
     receiver = torch.randint(1, n_nodes, (n_edges,), generator=gen) if n_edges else torch.zeros(0, dtype=torch.long)
     sender = torch.randint(0, n_nodes, (n_edges,), generator=gen)
     x = torch.randn(n_nodes, irreps_in.dim, generator=gen, dtype=dtype, requires_grad=True)
@@ -41,7 +41,7 @@ def test_equals_e3nn_tensor_product_and_scatter(irreps_in, max_ell):
 
     def fused():
         y = o3.spherical_harmonics(sh, vectors, normalize=True)
-        return conv(x, y, weights, NeighbourTable.build(sender, receiver, len(x)))
+        return conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
 
     ref, out = reference(), fused()
     assert out.shape == ref.shape
@@ -62,18 +62,18 @@ def test_float32_and_no_edges():
     tp, conv, sender, receiver, x, vectors, weights, sh = _setup("4x0e+4x1o", 2, 7, 30, torch.float32)
     y = o3.spherical_harmonics(sh, vectors, normalize=True)
     ref = scatter_sum(tp(x[sender], y, weights), receiver, len(x))
-    out = conv(x, y, weights, NeighbourTable.build(sender, receiver, len(x)))
+    out = conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
     assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-5)
     tp, conv, sender, receiver, x, vectors, weights, sh = _setup("4x0e+4x1o", 2, 3, 0, torch.float64)
     y = o3.spherical_harmonics(sh, vectors, normalize=True)
-    out = conv(x, y, weights, NeighbourTable.build(sender, receiver, len(x)))
+    out = conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
     assert out.shape == (3, tp.irreps_out.dim) and torch.all(out == 0)
 
 
-def test_neighbour_table_lists_every_edge_once():
+def test_neighbor_table_lists_every_edge_once():
     receiver = torch.tensor([2, 0, 2, 2, 1, 0])
     sender = torch.tensor([0, 1, 1, 3, 2, 3])
-    table = NeighbourTable.build(sender, receiver, 4)
+    table = NeighborTable.build(sender, receiver, 4)
     assert table.edge.shape == (4, 3)
     real = table.edge[table.edge < 6]
     assert sorted(real.tolist()) == list(range(6))
@@ -87,4 +87,4 @@ def test_rejects_non_uvu_instructions():
     irreps = o3.Irreps("2x0e+2x1o")
     tp = o3.FullyConnectedTensorProduct(irreps, "1x0e+1x1o", irreps, shared_weights=False, internal_weights=False)
     with pytest.raises(ValueError, match="uvu"):
-        NeighbourConvolution(tp)
+        NeighborConvolution(tp)

@@ -17,7 +17,7 @@ from molnet.errors import ConfigError
 from molnet.models import build_model
 from molnet.nn.clifford.simplicial import lift
 from molnet.nn.inputs import GraphInputs
-from tests.battery import R_MAX, ModelBattery, acac, evaluate, periodic_cell, random_rotation
+from tests.battery import R_MAX, LongRangeBattery, ModelBattery, acac, evaluate, periodic_cell, random_rotation
 
 SMALL = {"name": "csmpn", "num_channels": 6, "num_layers": 2, "num_bessel": 4, "readout_hidden": 8}
 
@@ -28,6 +28,19 @@ class TestCSMPN(ModelBattery):
         {**SMALL, "r_tri": 3.3, "id": "triangles"},
         {**SMALL, "max_simplex_dim": 1, "num_layers": 1, "id": "edges-only"},
         {**SMALL, "message_product": True, "num_layers": 1, "id": "message-product"},
+    ]
+
+
+class TestCSMPNEwald(LongRangeBattery):
+    """The battery with the Ewald block on the vertices' invariant channels (grade-0 parts)."""
+
+    configs = [
+        {
+            **SMALL,
+            "num_layers": 1,
+            "long_range": {"name": "ewald", "k_cutoff": 3.0, "num_k_basis": 6, "projection_dim": 4},
+            "id": "csmpn-ewald",
+        }
     ]
 
 
@@ -50,7 +63,7 @@ def _lift(atoms, r_max, r_tri):
 
 def _brute_force_triangles(atoms, r_tri):
     """Sorted edge-length triples of all triangles (image triples up to translation), by brute force:
-    every (centre atom, ordered pair of distinct neighbour images) closed by a short third edge,
+    every (centre atom, ordered pair of distinct neighbor images) closed by a short third edge,
     each triangle being seen 3 × 2 times."""
     i, j, d, shift = neighbor_list("ijdS", atoms, r_tri)
     pos = atoms.positions

@@ -57,9 +57,9 @@ def test_hidden_features_transform_with_wigner_d(inversion):
         assert (new[0][:, odd] - (proper @ d_proper.T)[:, odd]).abs().max() > 1e-3
 
 
-def _site_energy(model, neighbours):
-    positions = [[0.0, 0.0, 0.0]] + [p for _, p in neighbours]
-    symbols = "C" + "".join(s for s, _ in neighbours)
+def _site_energy(model, neighbors):
+    positions = [[0.0, 0.0, 0.0]] + [p for _, p in neighbors]
+    symbols = "C" + "".join(s for s, _ in neighbors)
     out = evaluate(model, [Atoms(symbols, positions=positions)])
     return float(out["node_energy"][0])
 
@@ -135,9 +135,9 @@ def test_contraction_bases_span_the_same_functions():
     assert torch.linalg.matrix_rank(coupled) == torch.linalg.matrix_rank(reduced) == reduced.shape[1]
 
 
-def test_uneven_neighbour_counts_take_the_edge_path_with_the_same_result():
+def test_uneven_neighbor_counts_take_the_edge_path_with_the_same_result():
     """A batch padded mostly with lone atoms (table fill < MIN_TABLE_FILL) runs edge by edge."""
-    from molnet.nn.convolution import NeighbourTable
+    from molnet.nn.convolution import NeighborTable
     from molnet.nn.mace import MIN_TABLE_FILL
     from tests.battery import evaluate
 
@@ -148,7 +148,7 @@ def test_uneven_neighbour_counts_take_the_edge_path_with_the_same_result():
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list(graphs)
-    table = NeighbourTable.build(batch.edge_index[0], batch.edge_index[1], batch.num_nodes)
+    table = NeighborTable.build(batch.edge_index[0], batch.edge_index[1], batch.num_nodes)
     assert table.fill < MIN_TABLE_FILL
     alone, mixed = evaluate(model, [molecule]), evaluate(model, [molecule, *lone])
     torch.testing.assert_close(mixed["energy"][0], alone["energy"][0], atol=1e-10, rtol=0)

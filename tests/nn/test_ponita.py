@@ -55,6 +55,7 @@ class TestPONITA(ModelBattery):
         {**SMALL, "num_ori": 12, "degree": 2, "layer_scale": 0.5, "random_rotate_grid": True, "id": "O12-deg2-ls"},
     ]
     reflection = False  # the Fibonacci grid is not inversion-symmetric
+    rotation_exact = False  # up to the grid: measured bounds in test_rotation_equivariance
 
     @pytest.mark.parametrize("structure", ["molecule", "periodic"])
     @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "reflection"])

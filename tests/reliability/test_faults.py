@@ -95,6 +95,6 @@ def test_md_stops_clearly_and_keeps_the_trajectory(tmp_path):
     atoms = load_bundled("acac", "test")[0]
     atoms.calc = Repulsive()
     trajectory = tmp_path / "md.extxyz"
-    with pytest.raises(SimulationError, match=r"atom\(s\) \[7\] have no neighbour"):
+    with pytest.raises(SimulationError, match=r"atom\(s\) \[7\] have no neighbor"):
         run_md(atoms, steps=2000, ensemble="nve", trajectory=trajectory, progress=False, log_interval=10)
     assert len(read(trajectory, index=":")) > 1

@@ -252,3 +252,30 @@ def test_shipped_configs_are_valid():
             path = content["data"].get(key)
             if path and path.startswith("molnet/"):
                 assert (root / path).is_file(), (config.name, path)
+
+
+def test_dotted_overrides_of_the_model_section_arrive_typed():
+    """`--model.model.num_channels 8` reaches the free-form model dict as '8': it is read as 8."""
+    from molnet.train.module import typed_model_config
+
+    typed = typed_model_config(
+        {
+            "name": "mace",
+            "num_channels": "8",
+            "radial_MLP": "[16, 16]",
+            "long_range": "null",
+            "r_max": "4.5",
+            "elements": ["H"],
+            "first_layer_residual": "false",
+        }
+    )
+    assert typed == {
+        "name": "mace",
+        "num_channels": 8,
+        "radial_MLP": [16, 16],
+        "long_range": None,
+        "r_max": 4.5,
+        "elements": ["H"],
+        "first_layer_residual": False,
+    }
+    PotentialModule(model={"name": "mace", "num_channels": "8", "max_L": "1"})  # validated with the typed values

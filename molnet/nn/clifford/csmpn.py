@@ -47,8 +47,8 @@ from molnet.nn.config import GraphConfig
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 
-#: default triangle cutoff (Å) when ``r_tri`` is not given (capped at r_max): bonded neighbours
-#: and their neighbours. Triangles per atom, AcAc molecule / liquid AcAc: 2.7 / 4.2 at 2.5 Å,
+#: default triangle cutoff (Å) when ``r_tri`` is not given (capped at r_max): bonded neighbors
+#: and their neighbors. Triangles per atom, AcAc molecule / liquid AcAc: 2.7 / 4.2 at 2.5 Å,
 #: 5.7 / 11.9 at 3 Å, 11.9 / 54 at 4 Å, 23 / 194 at 5 Å.
 DEFAULT_R_TRI = 3.0
 
@@ -58,7 +58,7 @@ class CSMPNConfig(GraphConfig):
     """Hyperparameters of :class:`CSMPN` (lengths in Å).
 
     ``r_tri`` (default min(3 Å, r_max)) is the triangle cutoff: the number of triangles per
-    atom grows as the square of the neighbours within r_tri, so it is kept below r_max.
+    atom grows as the square of the neighbors within r_tri, so it is kept below r_max.
     ``num_channels`` multivector channels of 8 blades each (16 × 8 = 128 numbers per simplex,
     as many as MACE's 32 channels with L = 1 per atom).
     ``max_simplex_dim`` = 1 drops triangles (a Clifford message-passing network on atoms and

@@ -183,7 +183,7 @@ def lift(inputs: GraphInputs, lengths: torch.Tensor, vectors: torch.Tensor, r_tr
     sorted_keys, order = torch.sort(directed_keys)
     reverse, found = _lookup(sorted_keys, order, keys.directed(sender, receiver, -shift))
     if not bool(found.all()):
-        raise InputError("the edge list is not symmetric (a full neighbour list is needed to build simplices)")
+        raise InputError("the edge list is not symmetric (a full neighbor list is needed to build simplices)")
     undirected = torch.where(canonical, rank, rank[reverse])  # [E]
     edge_vertices = torch.stack([receiver[edge_directed], sender[edge_directed]], dim=1)  # [n_edges, 2]
 
