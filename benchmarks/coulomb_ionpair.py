@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import molnet
     from molnet.data import keys, read_dataset
-    from molnet.evaluate import evaluate_file
     from molnet.models.inference import predict
+    from molnet.workflows.evaluate import evaluate_file
 
     curve = read_dataset(DATA / "curve.xyz", require=("energy", "forces"))
     separation = np.array([a.info["separation"] for a in curve])

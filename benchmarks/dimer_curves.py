@@ -54,7 +54,7 @@ def main() -> None:
             )
         )
     if args.plot:
-        from molnet.plots import plt
+        from molnet.analysis.plots import plt
 
         fig, axes = plt.subplots(2, 3, figsize=(11, 6.5))
         for ax, pair in zip(axes.ravel(), pairs):

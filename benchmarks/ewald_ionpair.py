@@ -19,8 +19,8 @@ import numpy as np
 
 import molnet
 from molnet.data import keys, read_dataset
-from molnet.evaluate import evaluate_file
 from molnet.models.inference import predict
+from molnet.workflows.evaluate import evaluate_file
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "longrange" / "ionpair"
 
@@ -75,7 +75,7 @@ def main() -> None:
         with open(results, "a") as fh:
             fh.write(json.dumps(record) + "\n")
     if args.plot:
-        from molnet.plots import plt
+        from molnet.analysis.plots import plt
 
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for label, values in curves.items():

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import molnet
 from molnet.data import read_dataset
-from molnet.evaluate import evaluate_file
 from molnet.models.inference import predict
 from molnet.models.io import read_metadata
+from molnet.workflows.evaluate import evaluate_file
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "longrange" / "water32"
 

@@ -80,7 +80,7 @@ from mace.calculators import MACECalculator
 
 model, test, wall, epochs, start_swa, seed, root, cmdfile, train, dataset = sys.argv[1:]
 import importlib.util
-spec = importlib.util.spec_from_file_location("metrics", os.path.join(root, "molnet", "metrics.py"))
+spec = importlib.util.spec_from_file_location("metrics", os.path.join(root, "molnet", "analysis", "metrics.py"))
 metrics = importlib.util.module_from_spec(spec); spec.loader.exec_module(metrics)
 
 calc = MACECalculator(model_paths=model, device="cpu", default_dtype="float64")

@@ -18,7 +18,7 @@ import numpy as np
 
 from molnet.calculators import MolNetCalculator
 from molnet.data import load_bundled
-from molnet.md import run_md
+from molnet.workflows.md import run_md
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ def _setup_logging(level: str = "INFO") -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import molnet
-    from molnet.evaluate import evaluate_file
+    from molnet.workflows.evaluate import evaluate_file
 
     model = molnet.load_model(args.model, dtype=args.dtype)
     metrics = evaluate_file(
@@ -57,10 +57,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_md(args: argparse.Namespace) -> int:
     from ase.io import read
 
+    from molnet.analysis.plots import md_trace
     from molnet.calculators import MolNetCalculator
     from molnet.data import bundled_path
-    from molnet.md import run_md
-    from molnet.plots import md_trace
+    from molnet.workflows.md import run_md
 
     structure = args.structure or str(bundled_path("acac", "test"))
     atoms = read(structure, index=args.frame)
@@ -172,7 +172,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from molnet.demo import run_demo
+    from molnet.workflows.demo import run_demo
 
     run_demo(args.output, epochs=args.epochs, md_steps=args.md_steps)
     return 0

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import molnet
-from molnet.evaluate import evaluate_file
 from molnet.pretrained.registry import PRETRAINED_DIR, REGISTRY_FILE, sha256_of
+from molnet.workflows.evaluate import evaluate_file
 
 
 def main() -> None:

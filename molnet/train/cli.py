@@ -95,7 +95,7 @@ class MolnetCLI(LightningCLI):
 
 def learning_curve_from_csv(csv_path: Path, png_path: Path) -> Path | None:
     """Plot validation energy and force MAE per epoch from Lightning's metrics.csv."""
-    from molnet.plots import learning_curve
+    from molnet.analysis.plots import learning_curve
 
     if not csv_path.is_file():
         return None

@@ -9,9 +9,9 @@ import math
 import lightning.pytorch as pl
 import torch
 
+from molnet.analysis.metrics import ErrorSums
 from molnet.data import keys
 from molnet.errors import ConfigError, NonFiniteError
-from molnet.metrics import ErrorSums
 from molnet.models import Potential, build_model
 from molnet.models.registry import family_config
 from molnet.train.losses import weighted_loss

@@ -8,8 +8,8 @@ from torch_geometric.loader import DataLoader
 from molnet.calculators import MolNetCalculator
 from molnet.data import AtomicGraph, load_bundled
 from molnet.errors import UnknownElementError
-from molnet.md import run_md
 from molnet.models import build_model
+from molnet.workflows.md import run_md
 
 
 @pytest.fixture(scope="module")

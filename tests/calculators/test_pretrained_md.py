@@ -7,7 +7,7 @@ from ase.vibrations import Vibrations
 
 from molnet.calculators import MolNetCalculator
 from molnet.data import load_bundled
-from molnet.md import run_md
+from molnet.workflows.md import run_md
 
 
 @pytest.fixture(scope="module")

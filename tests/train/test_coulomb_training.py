@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from molnet.data import read_dataset
-from molnet.evaluate import evaluate_file
 from molnet.models.inference import predict
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
+from molnet.workflows.evaluate import evaluate_file
 
 IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
 MODEL = {

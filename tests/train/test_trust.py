@@ -10,10 +10,10 @@ import torch
 
 import molnet
 from molnet.errors import DataError
-from molnet.evaluate import evaluate_file
 from molnet.train.cli import run_callbacks
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
+from molnet.workflows.evaluate import evaluate_file
 
 IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from molnet.analysis.metrics import ErrorSums
+from molnet.analysis.plots import parity_plot
 from molnet.data import keys, read_dataset, split_isolated_atoms
 from molnet.errors import DataError
-from molnet.metrics import ErrorSums
 from molnet.models.inference import predict
 from molnet.models.potential import Potential
-from molnet.plots import parity_plot
 
 log = logging.getLogger(__name__)
 

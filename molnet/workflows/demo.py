@@ -8,7 +8,7 @@ from pathlib import Path
 
 from molnet.data import bundled_path
 
-log = logging.getLogger("molnet.demo")
+log = logging.getLogger("molnet.workflows.demo")
 
 
 def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 1000) -> dict:
@@ -20,12 +20,12 @@ def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 
     """
     from ase.io import read
 
+    from molnet.analysis.plots import md_trace
     from molnet.calculators import MolNetCalculator
-    from molnet.evaluate import evaluate_file
-    from molnet.md import run_md
     from molnet.models.io import load_model_file
-    from molnet.plots import md_trace
     from molnet.train.cli import main as train_main
+    from molnet.workflows.evaluate import evaluate_file
+    from molnet.workflows.md import run_md
 
     output = Path(output)
     run_dir = output / "run"

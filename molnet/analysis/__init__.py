@@ -1,0 +1,1 @@
+"""Error metrics and figures shared by training and the workflows."""
