@@ -58,6 +58,7 @@ class Potential(nn.Module):
             table[SYMBOL_TO_Z[s]] = k
         self.register_buffer("z_to_species", table, persistent=False)
         self._inference_body = None  # set by compile_inference(); a function, so not a submodule
+        self.builder = None  # the function that built this model from its config (set by build_model); used by copies
 
     def compile_inference(self) -> "Potential":
         """Evaluate the body through ``torch.compile`` (TorchInductor, dynamic shapes) outside training.
@@ -90,9 +91,7 @@ class Potential(nn.Module):
         A plain deep copy of e3nn's generated tensor-product modules registers extra buffers,
         which breaks weight averaging (EMA) that pairs parameters and buffers by position.
         """
-        from molnet.models.registry import build_model
-
-        clone = build_model(self.config, dtype=self.dtype).to(self.e0s.device)
+        clone = self.builder(self.config, dtype=self.dtype).to(self.e0s.device)
         clone.load_state_dict(self.state_dict())
         if getattr(self.body, "cueq_enabled", False):
             clone.use_cueq(True, self.body.cueq_method)

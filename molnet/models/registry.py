@@ -99,4 +99,5 @@ def build_model(config: dict[str, Any], dtype: torch.dtype | None = None) -> Pot
         model = Potential(
             body, elements, full, e0s=config.get("e0s"), scale=config.get("scale", 1.0), shift=config.get("shift", 0.0)
         )
+    model.builder = build_model
     return model.to(dtype or torch.get_default_dtype())
