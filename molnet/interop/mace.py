@@ -60,10 +60,11 @@ def check_supported(h: dict) -> None:
 
     need(h["model_class"] in ("ScaleShiftMACE", "MACE"), f"model class {h['model_class']}")
     need(len(h["heads"]) == 1, f"multi-head models ({h['heads']})")
-    need(not h["extra_modules"], f"extra modules {h['extra_modules']} (pair repulsion, embeddings, LES, …)")
+    extra = [m for m in h["extra_modules"] if m != "pair_repulsion_fn"]
+    need(not extra, f"extra modules {extra} (embeddings, LES, …)")
     need(h["radial_basis"] == "BesselBasis", f"radial basis {h['radial_basis']}")
     need(h["radial_cutoff_fn"] == "PolynomialCutoff", f"cutoff {h['radial_cutoff_fn']}")
-    need(h["distance_transform"] is None, f"distance transform {h['distance_transform']}")
+    need(h["distance_transform"] in (None, "AgnesiTransform"), f"distance transform {h['distance_transform']}")
     need(h.get("apply_cutoff", True) and h["radial_apply_cutoff"], "apply_cutoff=False")
     need(not h.get("use_so3", False), "use_so3=True")
     need(not h.get("use_agnostic_product", False), "use_agnostic_product=True")
@@ -132,6 +133,8 @@ def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
         "gate": "silu",
         "readout_hidden": mlp[0].mul,
         "first_layer_residual": layers[0]["interaction_cls"] == "RealAgnosticResidualInteractionBlock",
+        "pair_repulsion": "pair_repulsion_fn" in h["extra_modules"],
+        "distance_transform": "agnesi" if h["distance_transform"] == "AgnesiTransform" else None,
         "contraction_basis": basis,
     }
 
@@ -279,6 +282,24 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
         put("scale_shift.scale", "scale", h["scale"].reshape(()), "copy (float64)")
         put("scale_shift.shift", "shift", h["shift"].reshape(()), "copy (float64)")
 
+    # ZBL and Agnesi constants: molnet's must equal the file's (mace-torch can make them trainable)
+    for prefix, module in (
+        ("pair_repulsion_fn", model.body.pair_repulsion),
+        ("radial_embedding.distance_transform", model.body.distance_transform),
+    ):
+        if module is None:
+            continue
+        for name, value in sd.items():
+            if not name.startswith(prefix + "."):
+                continue
+            attr = name[len(prefix) + 1 :]
+            ours = getattr(module, attr, None) if attr != "p" or prefix != "pair_repulsion_fn" else module.p
+            ours = torch.as_tensor(ours, dtype=torch.float64)
+            if ours.shape != value.shape or not torch.allclose(
+                ours, value.to(torch.float64), rtol=0, atol=1e-6 * float(ours.abs().max())
+            ):
+                raise UnsupportedModelError(f"{name} differs from molnet's constant (trainable or customised {prefix})")
+            used.add(name)
     # coverage: every molnet parameter/persistent buffer with weights set; every file tensor used
     keep_own = {
         k

@@ -20,6 +20,7 @@ class GraphInputs:
         - cell: ``[n_graphs, 3, 3]`` Å; pbc: ``[n_graphs, 3]`` bool
         - batch: ``[n_nodes]`` graph index of each node
         - total_charge: ``[n_graphs]`` e (``atoms.info["charge"]``, default 0)
+        - atomic_numbers: ``[n_nodes]`` int64 (for pieces that depend on Z itself, e.g. ZBL)
         - aux: outputs a body adds besides its per-atom energies: ``coulomb_energy [n_nodes]`` eV
           (added to the energy unscaled) and ``charges [n_nodes]`` e
     """
@@ -34,6 +35,7 @@ class GraphInputs:
     num_graphs: int
     unit_shifts: torch.Tensor
     total_charge: torch.Tensor | None = None
+    atomic_numbers: torch.Tensor | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
@@ -56,6 +58,7 @@ class GraphInputs:
             batch=batch,
             num_graphs=int(getattr(graph, "num_graphs", 1)),
             unit_shifts=graph[keys.UNIT_SHIFTS].to(dtype),
+            atomic_numbers=graph[keys.ATOMIC_NUMBERS],
             total_charge=(
                 graph[keys.TOTAL_CHARGE].reshape(-1).to(dtype)
                 if keys.TOTAL_CHARGE in graph

@@ -22,11 +22,13 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
+from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
 from molnet.nn.convolution import NeighborConvolution, NeighborTable
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
+from molnet.nn.repulsion import AgnesiTransform, ZBLRepulsion
 from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
 #: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
@@ -54,9 +56,17 @@ class MACEConfig(GraphConfig):
     first_layer_residual: bool = True
     #: weight basis of the symmetric contraction (:data:`molnet.nn.symmetric_contraction.BASES`)
     contraction_basis: str = "reduced"
+    #: ZBL screened nuclear repulsion added to the per-atom energies (mace-torch's
+    #: ``pair_repulsion``; :class:`molnet.nn.repulsion.ZBLRepulsion`)
+    pair_repulsion: bool = False
+    #: ``"agnesi"``: the radial basis sees the Agnesi-transformed length (mace-torch's
+    #: ``distance_transform="Agnesi"``; :class:`molnet.nn.repulsion.AgnesiTransform`)
+    distance_transform: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.distance_transform not in (None, "agnesi"):
+            raise ConfigError(f"distance_transform must be null or 'agnesi', got {self.distance_transform!r}")
         if not 0 <= self.max_L <= 3:
             raise ValueError(f"max_L must be 0..3, got {self.max_L}")
         if not 1 <= self.correlation <= 4:
@@ -170,6 +180,8 @@ class MACE(nn.Module):
         scalars = o3.Irreps(f"{c.num_channels}x0e")
         self.embedding = o3.Linear(o3.Irreps(f"{num_elements}x0e"), scalars)
         self.radial = RadialEmbedding(c.r_max, c.num_bessel, c.num_polynomial_cutoff)
+        self.distance_transform = AgnesiTransform() if c.distance_transform == "agnesi" else None
+        self.pair_repulsion = ZBLRepulsion(c.num_polynomial_cutoff) if c.pair_repulsion else None
         self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.interactions = nn.ModuleList()
         self.products = nn.ModuleList()
@@ -238,7 +250,14 @@ class MACE(nn.Module):
     def _run(self, inputs: GraphInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
         vectors, lengths = inputs.edge_vectors()
         edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
-        radial = self.radial(lengths)  # [n_edges, num_bessel]
+        needs_z = self.distance_transform is not None or self.pair_repulsion is not None
+        z_sender, z_receiver = (
+            (inputs.atomic_numbers[inputs.sender], inputs.atomic_numbers[inputs.receiver]) if needs_z else (None, None)
+        )
+        transformed = (
+            self.distance_transform(lengths, z_sender, z_receiver) if self.distance_transform is not None else None
+        )
+        radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
         if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
             groups, table = None, None
@@ -247,6 +266,8 @@ class MACE(nn.Module):
             table = NeighborTable.build(inputs.sender, inputs.receiver, len(inputs.species))
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
+        if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
+            energy = energy + self.pair_repulsion(lengths, z_sender, z_receiver, inputs.receiver, len(h))
         features = []
         c = self.hidden[0].mul  # the first C entries of every layer's features are its 0e channels
         for t, (interaction, product, linear, readout) in enumerate(

@@ -57,8 +57,11 @@ class PolynomialEnvelope(nn.Module):
         self.p = int(p)
 
     def forward(self, lengths: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        x = lengths / self.r_max
+        return self.of(lengths / self.r_max, self.p)
+
+    @staticmethod
+    def of(x: torch.Tensor, p: int) -> torch.Tensor:
+        """u(x) for x = r/r_cut (any shape; r_cut may differ per edge)."""
         u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
         return u * (x < 1.0)
 
@@ -80,8 +83,9 @@ class RadialEmbedding(nn.Module):
         self.envelope = PolynomialEnvelope(r_max, p)
         self.num_basis = num_basis
 
-    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
-        return self.basis(lengths) * self.envelope(lengths)
+    def forward(self, lengths: torch.Tensor, basis_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``basis_lengths``: transformed lengths for the basis (e.g. Agnesi's); the envelope acts on ``lengths``."""
+        return self.basis(lengths if basis_lengths is None else basis_lengths) * self.envelope(lengths)
 
 
 def radial_mlp(num_basis: int, hidden: list[int], num_out: int) -> FullyConnectedNet:

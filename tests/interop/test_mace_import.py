@@ -22,7 +22,16 @@ from molnet.errors import ModelFileError, UnsafeModelFileError, UnsupportedModel
 from molnet.interop import import_mace
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "mace"
-EXACT = ["hco_res", "hco_nonres", "hcno_res_L2", "hcno_nonres", "hco_res_3layers", "hco_res_corr2"]
+EXACT = [
+    "hco_res",
+    "hco_nonres",
+    "hcno_res_L2",
+    "hcno_nonres",
+    "hco_res_3layers",
+    "hco_res_corr2",
+    "hco_zbl",
+    "hco_agnesi",
+]
 
 
 def _structures(name):
@@ -47,8 +56,8 @@ def _worst(model, name):
 
 @pytest.mark.parametrize("name", EXACT)
 def test_imported_models_reproduce_mace_torch(name, tmp_path):
-    """Residual and non-residual first layers, max_L 1-2, 2-3 layers, correlation 2-3, 3-4 elements;
-    a molecule, a triclinic cell (stress) and a slab; through molnet's own file format."""
+    """Residual and non-residual first layers, max_L 1-2, 2-3 layers, correlation 2-3, 3-4 elements,
+    ZBL, Agnesi; a molecule, a triclinic cell (stress) and a slab; through molnet's own file format."""
     path = molnet.save_model(import_mace(FIXTURES / f"{name}.model"), tmp_path / "m.safetensors")
     worst = _worst(molnet.load_model(path, dtype=torch.float64), name)
     assert worst["energy"] < 1e-8 and worst["forces"] < 1e-7 and worst["stress"] < 1e-8, worst

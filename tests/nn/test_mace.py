@@ -20,6 +20,24 @@ class TestMACE(ModelBattery):
     ]
 
 
+class TestMACEShortRange(ModelBattery):
+    """ZBL repulsion and the Agnesi transform. With random weights the Agnesi basis (lengths mapped
+    into (0, 1]) makes energies of 1e3-1e9 eV, so the absolute tolerance scales with them
+    (relative errors are ~1e-14)."""
+
+    configs = [
+        {
+            **SMALL,
+            "max_L": 1,
+            "correlation": 2,
+            "pair_repulsion": True,
+            "distance_transform": "agnesi",
+            "id": "L1-zbl-agnesi",
+        }
+    ]
+    atol = 1e-5
+
+
 def _model(dtype=torch.float64, **overrides):
     torch.manual_seed(0)
     cfg = {**SMALL, "elements": ["H", "C", "O"], "r_max": 4.0, "max_L": 2, "correlation": 3, **overrides}
