@@ -4,8 +4,7 @@ Run with molnet's interpreter from the repository root::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/torchsim_md.py [--structures 64] [--steps 20] [--rounds 2] [--no-save]
 
-A MACE model of the shipped ``mace-acac`` size (32 channels, L=1, ν=3, 2 layers, random
-weights, float64) drives NVT Langevin dynamics (0.5 fs, 300 K) of ``--structures`` AcAc
+The shipped ``mace-acac`` model (MACE, 32 channels, L=1, ν=3, 2 layers; float64) drives NVT Langevin dynamics (0.5 fs, 300 K) of ``--structures`` AcAc
 molecules (frames of the bundled test set): once as one torch-sim ``SimState`` through
 :class:`molnet.calculators.torchsim.MolNetModel` (``ts.integrate``), once as ASE ``Langevin``
 runs of ``MolNetCalculator``, one structure after another. Blocks alternate A/B, order swapped
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402  (environment and record helpers)
-from md_speed import MACE_ACAC_SIZE, TEMPERATURE_K, TIMESTEP_FS  # noqa: E402
+from md_speed import TEMPERATURE_K, TIMESTEP_FS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,14 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     from ase import units
     from ase.md.langevin import Langevin
 
+    import molnet
     from molnet.calculators import MolNetCalculator
     from molnet.calculators.torchsim import MolNetModel
     from molnet.data import bundled_path
-    from molnet.models import build_model
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = build_model({"name": "mace", "elements": ["H", "C", "O"], **MACE_ACAC_SIZE}, dtype=torch.float64)
+    model = molnet.load_model(
+        "mace-acac", dtype=torch.float64
+    )  # trained: random weights would tear the molecules apart
     frames = ase.io.read(bundled_path("acac", "test"), index=f":{args.structures}")
     for a in frames:
         a.calc = None
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     run.emit(
         "torchsim",
         {
-            "model": {"name": "mace", **MACE_ACAC_SIZE},
+            "model": "mace-acac",
             "dtype": "float64",
             "structures": args.structures,
             "atoms_per_structure": len(frames[0]),

@@ -2,8 +2,9 @@
 
 torch-sim (``pip install "molnet[torchsim]"``, PyPI name ``torch-sim-atomistic``) integrates
 and relaxes a :class:`~torch_sim.state.SimState` holding many systems; :class:`MolNetModel`
-evaluates any molnet family on all of them in one call. The neighbor list of every system is
-built in one batched call of torch-sim's linked-cell search, without a Python loop over systems.
+evaluates any molnet family on all of them in one call. The neighbor lists of all systems are
+built in one batched call of torch-sim's search (linked cells for periodic states, all pairs
+within each molecule otherwise), without a Python loop over systems.
 
 Reference: Cohen et al., "TorchSim: An efficient atomistic simulation engine in PyTorch",
 arXiv:2508.06628 (2025).
@@ -16,7 +17,7 @@ import os
 import torch
 import torch_sim as ts
 from torch_sim.models.interface import ModelInterface
-from torch_sim.neighbors import torch_nl_linked_cell
+from torch_sim.neighbors import torch_nl_linked_cell, torch_nl_n2
 
 from molnet.data import keys
 from molnet.models.potential import Potential
@@ -75,9 +76,9 @@ class MolNetModel(ModelInterface):
         cell = state.row_vector_cell.to(self._dtype)  # [n_systems, 3, 3], lattice vectors as rows
         n_systems = state.n_systems
         pbc = torch.full((n_systems, 3), bool(state.pbc), device=positions.device)
-        mapping, edge_system, unit_shifts = torch_nl_linked_cell(
-            self.model.r_max, positions, cell.reshape(-1, 3), pbc, state.system_idx
-        )
+        # linked cells need a cell to bin into; molecules (zero cells) take the all-pairs search
+        search = torch_nl_linked_cell if state.pbc else torch_nl_n2
+        mapping, edge_system, unit_shifts = search(self.model.r_max, positions, cell.reshape(-1, 3), pbc, state.system_idx)
         unit_shifts = unit_shifts.to(self._dtype)
         counts = torch.bincount(state.system_idx, minlength=n_systems)
         return _Graphs(

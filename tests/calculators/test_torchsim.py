@@ -82,3 +82,19 @@ def test_batched_nvt_stays_stable(model):
         / ts.units.MetalUnits.temperature
     )
     assert float(temperature.max()) < 2000, temperature
+
+
+def test_many_molecules_in_one_state(model):
+    """64 molecules at the same place, as atoms_to_state leaves them: each keeps its own neighbors
+    (a linked-cell search over zero cells once took 24 GB here)."""
+    from molnet.data import load_bundled
+
+    frames = load_bundled("acac", "test")[:64]
+    for atoms in frames:
+        atoms.calc = None
+    state = ts.io.atoms_to_state(frames, device=torch.device("cpu"), dtype=torch.float64)
+    out = MolNetModel(model, dtype="float64")(state)
+    calc = MolNetCalculator(model, dtype="float64", skin=0.0)
+    for k in (0, 31, 63):
+        frames[k].calc = calc
+        assert float(out["energy"][k]) == pytest.approx(frames[k].get_potential_energy(), abs=1e-10)
