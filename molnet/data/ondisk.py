@@ -103,8 +103,16 @@ class DatasetWriter:
                 ("n_edges", (), np.int64),
             ):
                 chunk = 65536 if name in ("numbers", "positions", "forces", "charges") else 4096
+                compression = (
+                    None if name == "config_type" else "lzf"
+                )  # fast; NaN-filled absent targets shrink to little
                 self.file.create_dataset(
-                    name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(chunk, *shape)
+                    name,
+                    shape=(0, *shape),
+                    maxshape=(None, *shape),
+                    dtype=dtype,
+                    chunks=(chunk, *shape),
+                    compression=compression,
                 )
             self.stats = StatisticsAccumulator(r_max=r_max)
             self.isolated: dict[int, float] = {}
