@@ -78,7 +78,9 @@ class MolNetModel(ModelInterface):
         pbc = torch.full((n_systems, 3), bool(state.pbc), device=positions.device)
         # linked cells need a cell to bin into; molecules (zero cells) take the all-pairs search
         search = torch_nl_linked_cell if state.pbc else torch_nl_n2
-        mapping, edge_system, unit_shifts = search(self.model.r_max, positions, cell.reshape(-1, 3), pbc, state.system_idx)
+        mapping, edge_system, unit_shifts = search(
+            self.model.r_max, positions, cell.reshape(-1, 3), pbc, state.system_idx
+        )
         unit_shifts = unit_shifts.to(self._dtype)
         counts = torch.bincount(state.system_idx, minlength=n_systems)
         return _Graphs(
