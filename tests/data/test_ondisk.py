@@ -18,6 +18,7 @@ from molnet.data.preprocess import preprocess
 from molnet.errors import ConfigError, DataError
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
+from tests.training_helpers import quiet_trainer
 
 IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
@@ -40,16 +41,7 @@ def _train(train_file, valid_file, tmp_path, **data_kw):
         train_file=str(train_file), valid_file=str(valid_file), batch_size=5, valid_batch_size=5, **data_kw
     )
     module = PotentialModule(model=TINY, dtype="float64", lr=0.01, scheduler="cosine")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=3,
-        inference_mode=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=3, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}, module.potential
 

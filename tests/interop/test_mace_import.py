@@ -130,6 +130,7 @@ def test_cli_converts_and_the_result_fine_tunes(tmp_path):
     from molnet.cli import main
     from molnet.train.datamodule import AtomicDataModule
     from molnet.train.module import PotentialModule
+    from tests.training_helpers import quiet_trainer
 
     out = tmp_path / "imported.safetensors"
     assert main(["import-mace", str(FIXTURES / "hco_res.model"), "-o", str(out)]) == 0
@@ -137,15 +138,7 @@ def test_cli_converts_and_the_result_fine_tunes(tmp_path):
     data = AtomicDataModule(train_index=":40", valid_fraction=0.2, batch_size=5, test_file=None)
     # the fixture's random E0s have nothing to do with AcAc's: fine-tune on forces
     module = PotentialModule(init_from=str(out), dtype="float64", lr=0.03, scheduler="cosine", energy_weight=0.0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=4,
-        inference_mode=False,
-    )
+    trainer = quiet_trainer(max_epochs=4)
     before = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]
     trainer.fit(module, datamodule=data)
     after = trainer.validate(module, datamodule=data, verbose=False)[0]["val_forces_mae_meV_per_A"]

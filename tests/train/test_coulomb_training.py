@@ -12,6 +12,7 @@ from molnet.models.inference import predict
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
 from molnet.workflows.evaluate import evaluate_file
+from tests.training_helpers import quiet_trainer
 
 IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
 MODEL = {
@@ -42,16 +43,7 @@ def test_dipole_training_beats_a_charge_free_baseline_and_eval_reports_it(tmp_pa
         forces_weight=1.0,
         dipole_weight=10.0,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=6,
-        inference_mode=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=6, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)
     logged = float(trainer.callback_metrics["val_dipole_mae_me_A"])
     test = read_dataset(IONPAIR / "dipoles_test.xyz")

@@ -13,22 +13,13 @@ import torch
 from molnet.errors import ConfigError, DataError
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
+from tests.training_helpers import quiet_trainer
 
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
 
 
 def _trainer(**kw):
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=10.0,
-        **kw,
-    )
+    return quiet_trainer(gradient_clip_val=10.0, **kw)
 
 
 def test_short_run_halves_validation_force_error():

@@ -14,6 +14,7 @@ from molnet.train.cli import run_callbacks
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.module import PotentialModule
 from molnet.workflows.evaluate import evaluate_file
+from tests.training_helpers import quiet_trainer
 
 IONPAIR = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
@@ -68,13 +69,8 @@ def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
         valid_batch_size=5,
     )
     module = PotentialModule(model=TINY, dtype="float32", lr=0.01, scheduler="cosine")  # float32: as users train
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        inference_mode=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = quiet_trainer(
+        enable_checkpointing=True,
         max_epochs=max_epochs,
         num_sanity_val_steps=0,
         callbacks=[*run_callbacks(run_dir, ema_decay), *callbacks],
@@ -124,16 +120,7 @@ def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_
     def fit(**data_kw):
         data = AtomicDataModule(train_file=str(train), valid_file=str(valid), batch_size=10, **data_kw)
         module = PotentialModule(model=TINY, dtype="float64")
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            max_epochs=1,
-            inference_mode=False,
-            limit_train_batches=1,
-        )
+        trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
         trainer.fit(module, datamodule=data)
         return module.potential
 
