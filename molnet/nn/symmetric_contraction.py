@@ -45,9 +45,10 @@ def coupling_tensors(irreps_in: str, ir_out: str, order: int, basis: str = "redu
     irreps = o3.Irreps(irreps_in)
     ir = o3.Irrep(ir_out)
     indices = string.ascii_lowercase[:order]
-    formula = indices if order == 1 else indices + "=" + indices[1] + indices[0] + indices[2:]
-    if order > 2:
-        formula += "=" + indices[0] + indices[2] + indices[1] + indices[3:]
+    # symmetric under every permutation of the ν slots: the adjacent transpositions generate them all
+    formula = "=".join(
+        [indices] + [indices[:k] + indices[k + 1] + indices[k] + indices[k + 2 :] for k in range(order - 1)]
+    )
     with default_dtype(torch.float64):
         rtp = o3.ReducedTensorProducts(formula, filter_ir_out=[ir], **{indices[0]: irreps})
     q = rtp.change_of_basis  # [n_paths * (2L+1), D, ..., D]

@@ -56,7 +56,7 @@ def _worst(model, name):
 
 @pytest.mark.parametrize("name", EXACT)
 def test_imported_models_reproduce_mace_torch(name, tmp_path):
-    """Residual and non-residual first layers, max_L 1-2, 2-3 layers, correlation 2-3, 3-4 elements,
+    """Residual and non-residual first layers, max_L 0-2, 2-3 layers, correlation 2-3, 3-4 elements,
     ZBL, Agnesi; a molecule, a triclinic cell (stress) and a slab; through molnet's own file format."""
     path = molnet.save_model(import_mace(FIXTURES / f"{name}.model"), tmp_path / "m.safetensors")
     worst = _worst(molnet.load_model(path, dtype=torch.float64), name)

@@ -17,6 +17,7 @@ class TestMACE(ModelBattery):
         {**SMALL, "max_L": 1, "correlation": 2, "id": "L1-nu2"},
         {**SMALL, "max_L": 1, "correlation": 3, "first_layer_residual": False, "id": "L1-nu3-plain-first"},
         {**SMALL, "max_L": 2, "correlation": 3, "id": "L2-nu3"},
+        {**SMALL, "max_L": 1, "correlation": 4, "id": "L1-nu4"},
     ]
 
 
@@ -137,16 +138,19 @@ def test_coupling_tensors_are_equivariant(basis):
             assert ir not in mace_torch_paths or u.shape[-1] == mace_torch_paths[ir]
 
 
-def test_contraction_bases_span_the_same_functions():
-    """Each basis reproduces the other exactly (least squares over random inputs, one channel)."""
+@pytest.mark.parametrize(("irreps", "correlation"), [("0e+1o+2e", 3), ("0e+1o", 4)])
+def test_contraction_bases_span_the_same_functions(irreps, correlation):
+    """Each basis reproduces the other exactly (least squares over random inputs, one channel);
+    at ν = 4 the reduced basis needs all ν slots tied by symmetry (it once left the fourth free)."""
     from molnet.nn.symmetric_contraction import SymmetricContraction
 
     torch.manual_seed(0)
     with default_dtype(torch.float64):
-        per_channel, out = o3.Irreps("0e+1o+2e"), o3.Irreps("1x0e+1x1o+1x2e")
-        a = torch.randn(300, 1, 9)
-        coupled = SymmetricContraction(per_channel, out, 3, 1, basis="coupled").basis_functions(a)
-        reduced = SymmetricContraction(per_channel, out, 3, 1, basis="reduced").basis_functions(a)
+        per_channel = o3.Irreps(irreps)
+        out = o3.Irreps("+".join(f"1x{ir}" for _, ir in per_channel))
+        a = torch.randn(400, 1, per_channel.dim)
+        coupled = SymmetricContraction(per_channel, out, correlation, 1, basis="coupled").basis_functions(a)
+        reduced = SymmetricContraction(per_channel, out, correlation, 1, basis="reduced").basis_functions(a)
     for source, target in ((coupled, reduced), (reduced, coupled)):
         solution = torch.linalg.lstsq(source, target, rcond=1e-10, driver="gelsd").solution  # rank-deficient: redundant
         assert (source @ solution - target).norm() < 1e-9 * target.norm()
