@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +35,8 @@ from molnet.interop.mace_pickle import MaceFile, read_mace_model
 from molnet.models.potential import Potential
 from molnet.models.registry import build_model
 from molnet.nn.symmetric_contraction import coupling_tensors
+
+log = logging.getLogger(__name__)
 
 #: relative residual above which a symmetric-contraction basis change is refused, by the dtype of
 #: the file's U tensors (a float32 file stores them rounded to float32)
@@ -159,27 +162,26 @@ def contraction_transform(u_mace: torch.Tensor, u_molnet: torch.Tensor, order: i
     return torch.from_numpy(t), resid
 
 
-def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.float64, report: list | None = None):
-    """Build the molnet Potential and fill it from ``mf``. Returns (model, mapping rows)."""
-    report = report if report is not None else []
+def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.float64) -> Potential:
+    """Build the molnet Potential and fill it from ``mf`` (each mapping is logged at DEBUG level)."""
     cfg = molnet_config(mf, basis)
     h, sd = mf.hyper, mf.state_dict
     model = build_model(cfg, dtype=dtype)
     target = model.state_dict()
     new: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     used: set[str] = set()
-    rows: list[tuple[str, str, str]] = []
 
     def put(src: str, dst: str, value: torch.Tensor | None = None, how: str = "copy"):
         value = sd[src] if value is None else value
-        if dst not in target:
-            raise KeyError(dst)
-        if tuple(value.shape) != tuple(target[dst].shape):
-            raise ValueError(f"{src} {tuple(value.shape)} → {dst} {tuple(target[dst].shape)}: shape mismatch")
+        if dst not in target or tuple(value.shape) != tuple(target[dst].shape):
+            shape = tuple(target[dst].shape) if dst in target else "absent"
+            raise UnsupportedModelError(
+                f"{src} {tuple(value.shape)} has no counterpart in molnet's model ({dst}: {shape})"
+            )
         new[dst] = value.to(dtype)
         for s in src.split(" + "):
             used.add(s)
-        rows.append((src, dst, how))
+        log.debug("%s -> %s: %s", src, dst, how)
 
     # radial basis frequencies (a buffer in molnet; a buffer or trainable parameter in mace-torch)
     put("radial_embedding.bessel_fn.bessel_weights", "body.radial.basis.frequencies")
@@ -262,7 +264,6 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
                         raise UnsupportedModelError(f"{mp} order {order}: basis change residual {resid:.2e}")
                     w_new = torch.einsum("qp,epc->eqc", tmat, w_mace)
                     how = f"W' = T·W, sym(U_molnet)·T = sym(U_file) (lstsq gelsd, residual {resid:.1e})"
-                    report.append((f"{mp} ν={order}", resid))
                 put(w_key, f"body.products.{t}.weights.{w_index}", w_new, how)
         put(f"products.{t}.linear.weight", f"body.product_linears.{t}.weight")
 
@@ -345,7 +346,7 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
     full = dict(target)
     full.update(new)
     model.load_state_dict(full)
-    return model.eval(), rows
+    return model.eval()
 
 
 #: Names of mace-torch foundation-model files whose weights carry a licence of their own.
@@ -381,7 +382,7 @@ def import_mace(
     heads = list(mf.hyper["heads"])
     if head is not None and head not in heads:
         raise UnsupportedModelError(f"{path}: has no head {head!r}; its heads are {heads}")
-    model, _ = convert(mf, basis)
+    model = convert(mf, basis)
     licence = next((note for names, note in _LICENSED.items() if any(n in path.name.lower() for n in names)), None)
     model.provenance = {
         "imported_from": path.name,
