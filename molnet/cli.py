@@ -133,6 +133,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         energy_key=args.energy_key,
         forces_key=args.forces_key,
         stress_key=args.stress_key,
+        dipole_key=args.dipole_key,
+        charges_key=args.charges_key,
         energy_unit=args.energy_unit,
         length_unit=args.length_unit,
         require=args.require,
@@ -298,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy_key", default="energy")
     p.add_argument("--forces_key", default="forces")
     p.add_argument("--stress_key", default="stress")
+    p.add_argument("--dipole_key", default="dipole")
+    p.add_argument("--charges_key", default="charges")
     p.add_argument("--energy_unit", default="eV", help="eV, meV, Hartree, Ry, kcal/mol, kJ/mol")
     p.add_argument("--length_unit", default="Å", help="Å, Bohr, nm")
     p.add_argument("--require", nargs="*", default=["energy", "forces"], help="targets every structure must have")

@@ -40,6 +40,18 @@ class DatasetStatistics:
         return {"e0s": self.e0s, "avg_num_neighbors": self.avg_num_neighbors, "scale": self.scale, "shift": self.shift}
 
 
+#: The scalar running sums of :class:`StatisticsAccumulator` (stored as they are).
+_SCALAR_SUMS = (
+    "energy_per_atom_sum",
+    "n_energies",
+    "force_sq_sum",
+    "n_force_components",
+    "n_edges",
+    "n_nodes",
+    "n_configs",
+)
+
+
 @dataclass
 class StatisticsAccumulator:
     """Running sums from which E0s, avg_num_neighbors, scale and shift follow exactly.
@@ -47,9 +59,8 @@ class StatisticsAccumulator:
     Per structure c with n_cZ atoms of element Z, N_c atoms and energy E_c: the normal
     equations of the E0 fit (AᵀA, Aᵀb with A = [n_cZ], b = [E_c]), Σ_c E_c/N_c and
     Σ_c n_cZ/N_c for the mean per-atom interaction energy, Σ F² and the force count for the
-    RMS force, and the edge and node counts at ``r_max``. Accumulators of parts of a data set
-    (files, worker processes) add with :meth:`merge`; :meth:`to_dict`/:meth:`from_dict` store
-    them in a data set's metadata.
+    RMS force, and the edge and node counts at ``r_max``. :meth:`to_dict`/:meth:`from_dict` store
+    them in a data set's metadata (``molnet preprocess --append`` continues from there).
     """
 
     r_max: float
@@ -86,22 +97,6 @@ class StatisticsAccumulator:
             forces = np.asarray(atoms.arrays[keys.REF_FORCES])
             self.force_sq_sum += float(np.sum(forces**2))
             self.n_force_components += forces.size
-
-    def merge(self, other: "StatisticsAccumulator") -> None:
-        if other.r_max != self.r_max:
-            raise DataError(f"cannot merge statistics at r_max {other.r_max} and {self.r_max} Å")
-        for name in ("ata", "atb", "fraction_sum", "counts"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in (
-            "energy_per_atom_sum",
-            "n_energies",
-            "force_sq_sum",
-            "n_force_components",
-            "n_edges",
-            "n_nodes",
-            "n_configs",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def elements(self) -> list[str]:
         """Symbols present, by atomic number."""
@@ -207,18 +202,7 @@ class StatisticsAccumulator:
             "atb": self.atb[z].tolist(),
             "fraction_sum": self.fraction_sum[z].tolist(),
             "counts": self.counts[z].tolist(),
-            **{
-                name: getattr(self, name)
-                for name in (
-                    "energy_per_atom_sum",
-                    "n_energies",
-                    "force_sq_sum",
-                    "n_force_components",
-                    "n_edges",
-                    "n_nodes",
-                    "n_configs",
-                )
-            },
+            **{name: getattr(self, name) for name in _SCALAR_SUMS},
         }
 
     @classmethod
@@ -229,10 +213,8 @@ class StatisticsAccumulator:
         out.atb[z] = data["atb"]
         out.fraction_sum[z] = data["fraction_sum"]
         out.counts[z] = data["counts"]
-        for name in ("energy_per_atom_sum", "force_sq_sum"):
-            setattr(out, name, float(data[name]))
-        for name in ("n_energies", "n_force_components", "n_edges", "n_nodes", "n_configs"):
-            setattr(out, name, int(data[name]))
+        for name in _SCALAR_SUMS:
+            setattr(out, name, type(getattr(out, name))(data[name]))  # float sums, int counts
         return out
 
 
