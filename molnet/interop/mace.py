@@ -54,6 +54,15 @@ def _natural_hidden(irreps: str) -> tuple[int, int]:
     return muls.pop(), len(ir) - 1
 
 
+#: mace-torch interaction blocks molnet's MACE represents: class → (residual, density-normalised)
+INTERACTIONS = {
+    "RealAgnosticResidualInteractionBlock": (True, False),
+    "RealAgnosticInteractionBlock": (False, False),
+    "RealAgnosticDensityResidualInteractionBlock": (True, True),
+    "RealAgnosticDensityInteractionBlock": (False, True),
+}
+
+
 def check_supported(h: dict) -> None:
     """Raise UnsupportedModelError for any feature molnet's MACE does not have."""
 
@@ -62,7 +71,6 @@ def check_supported(h: dict) -> None:
             raise UnsupportedModelError(what)
 
     need(h["model_class"] in ("ScaleShiftMACE", "MACE"), f"model class {h['model_class']}")
-    need(len(h["heads"]) == 1, f"multi-head models ({h['heads']})")
     extra = [m for m in h["extra_modules"] if m != "pair_repulsion_fn"]
     need(not extra, f"extra modules {extra} (embeddings, LES, …)")
     need(h["radial_basis"] == "BesselBasis", f"radial basis {h['radial_basis']}")
@@ -78,17 +86,13 @@ def check_supported(h: dict) -> None:
         "spherical harmonics not normalize=True/component",
     )
     n = h["num_interactions"]
-    need(
-        n >= 2,
-        "num_interactions=1 (mace-torch keeps only scalars and a linear readout there; molnet keeps full hidden irreps and an MLP readout)",
-    )
     layers = h["layers"]
-    need(
-        layers[0]["interaction_cls"] in ("RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"),
-        f"first interaction {layers[0]['interaction_cls']}",
-    )
-    for lay in layers[1:]:
-        need(lay["interaction_cls"] == "RealAgnosticResidualInteractionBlock", f"interaction {lay['interaction_cls']}")
+    for t, lay in enumerate(layers):
+        cls = lay["interaction_cls"]
+        need(cls in INTERACTIONS, f"interaction block {cls} (layer {t})")
+        need(t == 0 or INTERACTIONS[cls][0], f"non-residual interaction block {cls} after the first layer")
+    densities = {INTERACTIONS[lay["interaction_cls"]][1] for lay in layers}
+    need(len(densities) == 1, "density-normalised and plain interaction blocks mixed in one model")
     for lay in layers:
         need(not lay["cueq"], "cuequivariance-converted model (convert back to e3nn with mace's tools first)")
         need(lay["product_cls"] == "SymmetricContraction", f"product {lay['product_cls']}")
@@ -100,26 +104,28 @@ def check_supported(h: dict) -> None:
         need(lay["radial_MLP"] == layers[0]["radial_MLP"], "per-layer radial_MLP")
         need(lay["edge_irreps"] == lay["node_feats_irreps"], "edge_irreps differ from node irreps")
     readouts = h["readouts"]
-    need(
-        len(readouts) == n
-        and all(r["cls"] == "LinearReadoutBlock" for r in readouts[:-1])
-        and readouts[-1]["cls"] == "NonLinearReadoutBlock",
-        f"readouts {[r['cls'] for r in readouts]}",
-    )
-    need(readouts[-1]["gate"] == ["torch.nn.functional.silu"], f"readout gate {readouts[-1]['gate']}")
+    kinds = ["LinearReadoutBlock"] * (n - 1) + ["NonLinearReadoutBlock" if n > 1 else "LinearReadoutBlock"]
+    need([r["cls"] for r in readouts] == kinds, f"readouts {[r['cls'] for r in readouts]}")
+    if n > 1:
+        need(readouts[-1]["gate"] == ["torch.nn.functional.silu"], f"readout gate {readouts[-1]['gate']}")
 
 
 def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
+    """molnet's MACE configuration of the file's model (one head: the readout MLP's width per head)."""
     h = mf.hyper
     check_supported(h)
     layers = h["layers"]
+    # a one-layer model keeps only scalars (its hidden irreps are C x 0e): max_L 0 builds the same
     c, max_l = _natural_hidden(layers[0]["hidden_irreps"])
     max_ell = o3.Irreps(h["sh_irreps"]).lmax
     if o3.Irreps(h["sh_irreps"]) != o3.Irreps.spherical_harmonics(max_ell):
         raise UnsupportedModelError(f"spherical harmonics {h['sh_irreps']}")
-    mlp = o3.Irreps(h["readouts"][-1]["MLP_irreps"])
-    if len(mlp) != 1 or mlp[0].ir != o3.Irrep("0e"):
-        raise UnsupportedModelError(f"MLP_irreps {mlp}")
+    readout_hidden = 16  # unused by a one-layer model (linear readout)
+    if h["num_interactions"] > 1:
+        mlp = o3.Irreps(h["readouts"][-1]["MLP_irreps"])
+        if len(mlp) != 1 or mlp[0].ir != o3.Irrep("0e") or mlp[0].mul % len(h["heads"]):
+            raise UnsupportedModelError(f"MLP_irreps {mlp} for {len(h['heads'])} head(s)")
+        readout_hidden = mlp[0].mul // len(h["heads"])
     return {
         "name": "mace",
         "elements": [chemical_symbols[z] for z in h["atomic_numbers"]],
@@ -134,8 +140,9 @@ def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
         "num_interactions": h["num_interactions"],
         "radial_MLP": list(layers[0]["radial_MLP"]),
         "gate": "silu",
-        "readout_hidden": mlp[0].mul,
-        "first_layer_residual": layers[0]["interaction_cls"] == "RealAgnosticResidualInteractionBlock",
+        "readout_hidden": readout_hidden,
+        "first_layer_residual": INTERACTIONS[layers[0]["interaction_cls"]][0],
+        "density_normalization": INTERACTIONS[layers[0]["interaction_cls"]][1],
         "pair_repulsion": "pair_repulsion_fn" in h["extra_modules"],
         "distance_transform": "agnesi" if h["distance_transform"] == "AgnesiTransform" else None,
         "contraction_basis": basis,
@@ -162,8 +169,13 @@ def contraction_transform(u_mace: torch.Tensor, u_molnet: torch.Tensor, order: i
     return torch.from_numpy(t), resid
 
 
-def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.float64) -> Potential:
-    """Build the molnet Potential and fill it from ``mf`` (each mapping is logged at DEBUG level)."""
+def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.float64, head: int = 0) -> Potential:
+    """Build the molnet Potential of head number ``head`` and fill it from ``mf``.
+
+    Each mapping is logged at DEBUG level. A multi-head file's readouts, E0s, scale and shift
+    hold every head side by side (the readout MLP's hidden units head-major, as mace-torch's
+    ``mask_head`` selects them); the head's slices become a single-head molnet model.
+    """
     cfg = molnet_config(mf, basis)
     h, sd = mf.hyper, mf.state_dict
     model = build_model(cfg, dtype=dtype)
@@ -217,6 +229,8 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
             f"column blocks of {c}: molnet path p ← mace path [{', '.join(perm_desc)}] (− = negated, odd l_sh)",
         )
         put(f"{mi}.linear.weight", f"{bi}.linear.weight")
+        if body_inter.density_fn is not None:
+            put(f"{mi}.density_fn.layer0.weight", f"{bi}.density_fn.layer0.weight")
         if body_inter.skip is not None:
             put(f"{mi}.skip_tp.weight", f"{bi}.skip.weight")
         else:
@@ -267,21 +281,39 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
                 put(w_key, f"body.products.{t}.weights.{w_index}", w_new, how)
         put(f"products.{t}.linear.weight", f"body.product_linears.{t}.weight")
 
-    for t in range(n_layers - 1):
-        put(f"readouts.{t}.linear.weight", f"body.readouts.{t}.weight")
-    put(f"readouts.{n_layers - 1}.linear_1.weight", f"body.readouts.{n_layers - 1}.0.weight")
-    put(f"readouts.{n_layers - 1}.linear_2.weight", f"body.readouts.{n_layers - 1}.2.weight")
-    gate_cst = h["readouts"][-1]["gate_cst"]
-    for act, cst in zip(model.body.readouts[-1][1].acts, gate_cst):
-        if cst is not None and abs(act.cst - cst) > 1e-12:
-            raise UnsupportedModelError(f"readout activation constant {act.cst} vs {cst}")
+    n_heads = len(h["heads"])
+
+    def head_columns(key: str, rows: int) -> torch.Tensor:
+        """The head's output column of a ``[rows, n_heads]`` e3nn scalar Linear (fan-in unchanged)."""
+        return sd[key].reshape(rows, n_heads)[:, head].reshape(-1)
+
+    c_hidden = model.body.hidden[0].mul
+    for t in range(n_layers - 1 if n_layers > 1 else 1):
+        put(
+            f"readouts.{t}.linear.weight",
+            f"body.readouts.{t}.weight",
+            head_columns(f"readouts.{t}.linear.weight", c_hidden),
+        )
+    if n_layers > 1:
+        t = n_layers - 1
+        width = cfg["readout_hidden"]
+        units = slice(head * width, (head + 1) * width)  # the head's hidden units
+        w1 = sd[f"readouts.{t}.linear_1.weight"].reshape(c_hidden, n_heads * width)[:, units]
+        put(f"readouts.{t}.linear_1.weight", f"body.readouts.{t}.0.weight", w1.reshape(-1), f"hidden units {units}")
+        # e3nn scales a Linear by 1/sqrt(fan-in): the file's fan-in is n_heads * width, molnet's width
+        w2 = sd[f"readouts.{t}.linear_2.weight"].reshape(n_heads * width, n_heads)[units, head] / math.sqrt(n_heads)
+        put(f"readouts.{t}.linear_2.weight", f"body.readouts.{t}.2.weight", w2, "head's rows and column, /sqrt(heads)")
+        gate_cst = h["readouts"][-1]["gate_cst"]
+        for act, cst in zip(model.body.readouts[-1][1].acts, gate_cst):
+            if cst is not None and abs(act.cst - cst) > 1e-12:
+                raise UnsupportedModelError(f"readout activation constant {act.cst} vs {cst}")
 
     # E0s, scale, shift: float64 straight from the file (build_model rounds them through float32)
-    e0 = h["atomic_energies"].reshape(len(cfg["elements"]), -1)[:, 0]
-    put("atomic_energies_fn.atomic_energies", "e0s", e0, "copy (float64; [E] or [E, heads=1])")
+    e0 = h["atomic_energies"].reshape(-1, len(cfg["elements"]))[head if n_heads > 1 else 0]
+    put("atomic_energies_fn.atomic_energies", "e0s", e0, "copy (float64; the head's row)")
     if "scale_shift.scale" in sd:
-        put("scale_shift.scale", "scale", h["scale"].reshape(()), "copy (float64)")
-        put("scale_shift.shift", "shift", h["shift"].reshape(()), "copy (float64)")
+        put("scale_shift.scale", "scale", h["scale"].reshape(-1)[head if h["scale"].numel() > 1 else 0])
+        put("scale_shift.shift", "shift", h["shift"].reshape(-1)[head if h["shift"].numel() > 1 else 0])
 
     # ZBL and Agnesi constants: molnet's must equal the file's (mace-torch can make them trainable)
     for prefix, module in (
@@ -366,13 +398,34 @@ _LICENSED = {
 }
 
 
+def select_head(heads: list[str], head: str | None, source: str) -> int:
+    """Index of ``head`` among the file's heads; None: the only head, or the one named "default".
+
+    mace-torch's calculator falls back to the last head when asked for an unknown one; molnet
+    refuses instead, naming the heads there are.
+    """
+    if head is not None:
+        if head not in heads:
+            raise UnsupportedModelError(f"{source}: has no head {head!r}; its heads are {heads}")
+        return heads.index(head)
+    if len(heads) == 1:
+        return 0
+    defaults = [k for k, name in enumerate(heads) if name.lower() == "default"]
+    if not defaults:
+        raise UnsupportedModelError(
+            f"{source}: a multi-head model with heads {heads}; choose one with --head NAME (head= in Python)"
+        )
+    return defaults[0]
+
+
 def import_mace(
     path: str | Path, head: str | None = None, basis: str = "reduced", dtype: torch.dtype = torch.float64
 ) -> Potential:
     """A molnet :class:`Potential` with the weights of the mace-torch model file ``path``.
 
-    ``head`` names the readout head to keep (models with one head only; the file's single head
-    is taken when None). ``basis`` is molnet's symmetric-contraction basis (``reduced`` or
+    ``head`` names the readout head to keep (:func:`select_head`: the only head, or the one named
+    "default", when None); the result is a single-head model with that head's readout, E0s,
+    scale and shift. ``basis`` is molnet's symmetric-contraction basis (``reduced`` or
     ``coupled``); both give the same numbers. The model carries ``provenance`` (source file and
     sha256, the mace-torch classes found, the head, a licence note where the file name tells),
     which :func:`molnet.save_model` stores in the model file.
@@ -380,9 +433,8 @@ def import_mace(
     path = Path(path)
     mf = read_mace_model(path)
     heads = list(mf.hyper["heads"])
-    if head is not None and head not in heads:
-        raise UnsupportedModelError(f"{path}: has no head {head!r}; its heads are {heads}")
-    model = convert(mf, basis)
+    index = select_head(heads, head, str(path))
+    model = convert(mf, basis, head=index)
     licence = next((note for names, note in _LICENSED.items() if any(n in path.name.lower() for n in names)), None)
     model.provenance = {
         "imported_from": path.name,
@@ -390,7 +442,8 @@ def import_mace(
         "importer": "molnet.interop.mace",
         "mace_classes": sorted(g for g in mf.globals_seen if g.startswith("mace.")),
         "mace_torch_version": "not recorded in mace-torch model files",
-        "head": head or heads[0],
+        "head": heads[index],
+        "heads_in_file": heads,
         **({"licence": licence} if licence else {}),
     }
     return model.to(dtype)

@@ -62,23 +62,27 @@ class MACEConfig(GraphConfig):
     #: ``"agnesi"``: the radial basis sees the Agnesi-transformed length (mace-torch's
     #: ``distance_transform="Agnesi"``; :class:`molnet.nn.repulsion.AgnesiTransform`)
     distance_transform: str | None = None
+    #: True: each layer divides its message by 1 + a learned neighbor density,
+    #: Σ_j tanh(w·R(r_ij))², instead of by ``avg_num_neighbors`` (mace-torch's
+    #: ``RealAgnosticDensity(Residual)InteractionBlock``, used by several foundation models)
+    density_normalization: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.distance_transform not in (None, "agnesi"):
             raise ConfigError(f"distance_transform must be null or 'agnesi', got {self.distance_transform!r}")
         if not 0 <= self.max_L <= 3:
-            raise ValueError(f"max_L must be 0..3, got {self.max_L}")
+            raise ConfigError(f"max_L must be 0..3, got {self.max_L}")
         if not 1 <= self.correlation <= 4:
-            raise ValueError(f"correlation must be 1..4, got {self.correlation}")
+            raise ConfigError(f"correlation must be 1..4, got {self.correlation}")
         if self.max_ell < self.max_L:
-            raise ValueError(f"max_ell ({self.max_ell}) must be >= max_L ({self.max_L})")
+            raise ConfigError(f"max_ell ({self.max_ell}) must be >= max_L ({self.max_L})")
         if self.gate not in ACTIVATIONS:
-            raise ValueError(f"gate must be one of {sorted(ACTIVATIONS)}, got {self.gate!r}")
+            raise ConfigError(f"gate must be one of {sorted(ACTIVATIONS)}, got {self.gate!r}")
         if self.num_interactions < 1:
-            raise ValueError("num_interactions must be >= 1")
+            raise ConfigError(f"num_interactions must be >= 1, got {self.num_interactions}")
         if self.contraction_basis not in BASES:
-            raise ValueError(f"contraction_basis must be one of {BASES}, got {self.contraction_basis!r}")
+            raise ConfigError(f"contraction_basis must be one of {BASES}, got {self.contraction_basis!r}")
 
     def hidden_irreps(self) -> o3.Irreps:
         """``C x 0e + C x 1o + …`` up to max_L, natural parity."""
@@ -112,7 +116,10 @@ def _conv_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps):
 
 
 class MACEInteraction(nn.Module):
-    """A_i = Linear(Σ_j TP_uvu(Linear(h_j), Y(r̂_ij); R(r_ij))) / avg_num_neighbors, plus the skip.
+    """A_i = Linear(Σ_j TP_uvu(Linear(h_j), Y(r̂_ij); R(r_ij))) / N_i, plus the skip.
+
+    N_i is ``avg_num_neighbors``, or with ``density`` 1 + Σ_j tanh(w·R(r_ij))² (a learned,
+    smooth neighbor count per atom).
 
     Shapes:
         - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
@@ -122,7 +129,17 @@ class MACEInteraction(nn.Module):
     """
 
     def __init__(
-        self, irreps_in, irreps_sh, target, hidden, num_elements, num_bessel, radial_hidden, avg_num_neighbors, residual
+        self,
+        irreps_in,
+        irreps_sh,
+        target,
+        hidden,
+        num_elements,
+        num_bessel,
+        radial_hidden,
+        avg_num_neighbors,
+        residual,
+        density=False,
     ):
         super().__init__()
         self.target = target
@@ -135,15 +152,22 @@ class MACEInteraction(nn.Module):
             irreps_in, irreps_sh, mid, instructions, shared_weights=False, internal_weights=False
         )
         self.convolution = NeighborConvolution(self.conv_tp)
-        self.cueq_convolution: nn.Module | None = None  # set by MACE.use_cueq
+        self.cueq_convolution: nn.Module | None = None  # see use_cueq
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
         self.linear = o3.Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
+        self.density_fn = radial_mlp(num_bessel, [], 1) if density else None
         elements = o3.Irreps(f"{num_elements}x0e")
         # a residual layer keeps an element-dependent self-connection of its input; a non-residual
         # one (MACEConfig.first_layer_residual=False) mixes its aggregated message per element instead
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
+
+    def use_cueq(self, enabled: bool, method: str | None, device: torch.device) -> None:
+        """Evaluate the convolution with cuequivariance (:class:`molnet.nn.cueq.CueqConvolution`) or not."""
+        from molnet.nn.cueq import CueqConvolution
+
+        self.cueq_convolution = CueqConvolution(self.conv_tp, method, device) if enabled else None
 
     def forward(self, node_feats, node_onehot, edge_sh, radial, sender, receiver, table: NeighborTable | None):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
@@ -156,7 +180,11 @@ class MACEInteraction(nn.Module):
         else:  # very uneven neighbor counts: the padded table would waste memory, go edge by edge
             messages = self.conv_tp(h[sender], edge_sh, weights)  # [n_edges, mid.dim]
             summed = scatter_sum(messages, receiver, len(h))
-        a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
+        if self.density_fn is None:
+            a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
+        else:
+            edge_density = torch.tanh(self.density_fn(radial) ** 2)  # [n_edges, 1]
+            a = self.linear(summed) / (scatter_sum(edge_density, receiver, len(h)) + 1.0)
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
         return to_channels(a, self._target_blocks), skip
@@ -188,9 +216,10 @@ class MACE(nn.Module):
         self.product_linears = nn.ModuleList()
         self.readouts = nn.ModuleList()
         irreps_in = scalars
+        # as in mace-torch: the last layer keeps only scalars; a single layer reads out linearly
         for t in range(c.num_interactions):
             last = t == c.num_interactions - 1
-            hidden = scalars if last and c.num_interactions > 1 else self.hidden
+            hidden = scalars if last else self.hidden
             self.interactions.append(
                 MACEInteraction(
                     irreps_in,
@@ -202,13 +231,14 @@ class MACE(nn.Module):
                     list(c.radial_MLP),
                     c.avg_num_neighbors,
                     residual=t > 0 or c.first_layer_residual,
+                    density=c.density_normalization,
                 )
             )
             self.products.append(
                 SymmetricContraction(per_channel, hidden, c.correlation, num_elements, c.contraction_basis)
             )
             self.product_linears.append(o3.Linear(hidden, hidden))
-            if last:
+            if last and c.num_interactions > 1:
                 self.readouts.append(
                     nn.Sequential(
                         o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
@@ -231,14 +261,12 @@ class MACE(nn.Module):
         (``method="uniform_1d"``) run, elsewhere its PyTorch fallback (``"naive"``).
         ``enabled=False`` returns to molnet's own evaluation.
         """
-        from molnet.nn.cueq import CueqConvolution, CueqSymmetricContraction
-
         device = self.embedding.weight.device
         self.cueq_method = method if enabled else None
         self.cueq_enabled = enabled
         for interaction, product in zip(self.interactions, self.products):
-            interaction.cueq_convolution = CueqConvolution(interaction.conv_tp, method, device) if enabled else None
-            product.accelerated = CueqSymmetricContraction(product, method, device) if enabled else None
+            interaction.use_cueq(enabled, method, device)
+            product.use_cueq(enabled, method, device)
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""

@@ -143,6 +143,12 @@ class SymmetricContraction(nn.Module):
         #: optional other evaluator of the same operation (:class:`molnet.nn.cueq.CueqSymmetricContraction`)
         self.accelerated: nn.Module | None = None
 
+    def use_cueq(self, enabled: bool, method: str | None, device: torch.device) -> None:
+        """Evaluate with cuequivariance (:class:`molnet.nn.cueq.CueqSymmetricContraction`) or molnet's own code."""
+        from molnet.nn.cueq import CueqSymmetricContraction
+
+        self.accelerated = CueqSymmetricContraction(self, method, device) if enabled else None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "u_fingerprint"
         if key in state_dict:

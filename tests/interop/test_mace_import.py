@@ -20,6 +20,8 @@ import molnet
 from molnet.calculators import MolNetCalculator
 from molnet.errors import ModelFileError, UnsafeModelFileError, UnsupportedModelError
 from molnet.interop import import_mace
+from molnet.interop.mace import convert
+from molnet.interop.mace_pickle import read_mace_model
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "mace"
 EXACT = [
@@ -31,19 +33,23 @@ EXACT = [
     "hco_res_corr2",
     "hco_zbl",
     "hco_agnesi",
+    "hco_res_1layer",
+    "hco_density",
+    "hcno_density_res",
 ]
 
 
-def _structures(name):
+def _structures(name, head=None):
     meta = json.loads((FIXTURES / f"{name}.json").read_text())
-    for key, ref in meta["structures"].items():
+    refs = meta["structures"] if head is None else meta["structures_by_head"][head]
+    for key, ref in refs.items():
         yield key, Atoms(numbers=ref["numbers"], positions=ref["positions"], cell=ref["cell"], pbc=ref["pbc"]), ref
 
 
-def _worst(model, name):
+def _worst(model, name, head=None):
     calc = MolNetCalculator(model, dtype="float64", skin=0.0)
     worst = {"energy": 0.0, "forces": 0.0, "stress": 0.0}
-    for _, atoms, ref in _structures(name):
+    for _, atoms, ref in _structures(name, head):
         atoms.calc = calc
         worst["energy"] = max(worst["energy"], abs(atoms.get_potential_energy() - ref["energy"]))
         worst["forces"] = max(worst["forces"], float(np.abs(atoms.get_forces() - np.array(ref["forces"])).max()))
@@ -56,8 +62,9 @@ def _worst(model, name):
 
 @pytest.mark.parametrize("name", EXACT)
 def test_imported_models_reproduce_mace_torch(name, tmp_path):
-    """Residual and non-residual first layers, max_L 0-2, 2-3 layers, correlation 2-3, 3-4 elements,
-    ZBL, Agnesi; a molecule, a triclinic cell (stress) and a slab; through molnet's own file format."""
+    """Residual and non-residual first layers, plain and density-normalised blocks, max_L 0-2,
+    1-3 layers, correlation 2-3, 3-4 elements, ZBL, Agnesi; a molecule, a triclinic cell (stress)
+    and a slab; through molnet's own file format."""
     path = molnet.save_model(import_mace(FIXTURES / f"{name}.model"), tmp_path / "m.safetensors")
     worst = _worst(molnet.load_model(path, dtype=torch.float64), name)
     assert worst["energy"] < 1e-8 and worst["forces"] < 1e-7 and worst["stress"] < 1e-8, worst
@@ -74,6 +81,18 @@ def test_coupled_basis_float32_file_and_provenance(tmp_path):
     provenance = molnet.load_model(path).provenance
     assert provenance["imported_from"] == "hco_res.model" and len(provenance["source_sha256"]) == 64
     assert "mace.modules.models.ScaleShiftMACE" in provenance["mace_classes"] and provenance["head"] == "Default"
+
+
+def test_each_head_of_a_two_head_file_reproduces_mace_torch(tmp_path):
+    """Every head's readout, E0s, scale and shift; an unnamed head is refused when none is 'default'."""
+    for head in ("pbe", "r2scan"):
+        path = molnet.save_model(import_mace(FIXTURES / "hco_two_heads.model", head=head), tmp_path / f"{head}.st")
+        model = molnet.load_model(path, dtype=torch.float64)
+        assert model.provenance["head"] == head and model.provenance["heads_in_file"] == ["pbe", "r2scan"]
+        worst = _worst(model, "hco_two_heads", head)
+        assert worst["energy"] < 1e-8 and worst["forces"] < 1e-7 and worst["stress"] < 1e-8, (head, worst)
+    with pytest.raises(UnsupportedModelError, match=r"heads \['pbe', 'r2scan'\]; choose one with --head"):
+        import_mace(FIXTURES / "hco_two_heads.model")
 
 
 def _torch_zip(payload: bytes, name="evil") -> bytes:
@@ -109,8 +128,13 @@ def test_a_malicious_file_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_unsupported_features_and_broken_files_fail_clearly(tmp_path):
-    with pytest.raises(UnsupportedModelError, match="num_interactions=1"):
-        import_mace(FIXTURES / "hco_res_1layer.model")
+    mace_file = read_mace_model(FIXTURES / "hco_res.model")
+    mace_file.hyper["layers"][1]["interaction_cls"] = "RealAgnosticAttResidualInteractionBlock"
+    with pytest.raises(UnsupportedModelError, match="interaction block RealAgnosticAttResidualInteractionBlock"):
+        convert(mace_file)
+    mace_file.hyper["layers"][1]["interaction_cls"] = "RealAgnosticDensityResidualInteractionBlock"
+    with pytest.raises(UnsupportedModelError, match="density-normalised and plain interaction blocks mixed"):
+        convert(mace_file)
     with pytest.raises(UnsupportedModelError, match="has no head 'pbe'"):
         import_mace(FIXTURES / "hco_res.model", head="pbe")
     data = (FIXTURES / "hco_res.model").read_bytes()

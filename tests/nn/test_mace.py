@@ -18,6 +18,8 @@ class TestMACE(ModelBattery):
         {**SMALL, "max_L": 1, "correlation": 3, "first_layer_residual": False, "id": "L1-nu3-plain-first"},
         {**SMALL, "max_L": 2, "correlation": 3, "id": "L2-nu3"},
         {**SMALL, "max_L": 1, "correlation": 4, "id": "L1-nu4"},
+        {**SMALL, "max_L": 1, "correlation": 2, "density_normalization": True, "id": "L1-nu2-density"},
+        {**SMALL, "max_L": 1, "correlation": 3, "num_interactions": 1, "id": "one-layer"},
     ]
 
 
@@ -85,9 +87,10 @@ def _site_energy(model, neighbors):
 
 @pytest.mark.parametrize("correlation, additive", [(1, True), (2, False), (3, False)])
 def test_body_order(correlation, additive):
-    """Correlation 1 with a linear readout is a pair potential per site; correlation >= 2 is not."""
+    """Correlation 1 with a linear readout (a single layer has one) is a pair potential per site;
+    correlation >= 2 is not."""
     model = _model(num_interactions=1, correlation=correlation, max_L=0)
-    model.body.readouts[-1] = o3.Linear(model.body.readouts[-1][0].irreps_in, o3.Irreps("0e")).double()
+    assert isinstance(model.body.readouts[-1], o3.Linear)
     j, k = ("H", [1.1, 0.0, 0.0]), ("O", [0.3, 1.3, -0.2])
     e_jk, e_j, e_k, e_0 = (_site_energy(model, s) for s in ([j, k], [j], [k], []))
     interaction = e_jk - e_j - e_k + e_0
