@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="mace-torch model file (torch.save of a MACE / ScaleShiftMACE)")
     p.add_argument("-o", "--output", required=True, help="molnet model file to write (.safetensors)")
-    p.add_argument("--head", default=None, help="readout head to keep (default: the only head, or the one named default)")
+    p.add_argument(
+        "--head", default=None, help="readout head to keep (default: the only head, or the one named default)"
+    )
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument(
         "--basis",
