@@ -6,8 +6,8 @@ Run with molnet's interpreter from the repository root (needs ``bash benchmarks/
 
 mace-torch (in ``benchmarks/.venv-mace``) builds a random-weight ``ScaleShiftMACE`` of
 MACE-MP-0-medium's shape: 89 elements, 128x0e+128x1o, max_ell 3, correlation 3, 2 layers,
-r_max 6 Å, 10 Bessel functions, radial MLP [64, 64, 64]; without its ZBL pair repulsion, which
-molnet does not import yet. ``molnet import-mace`` converts that file. Each side then evaluates
+r_max 6 Å, 10 Bessel functions, radial MLP [64, 64, 64], ZBL pair repulsion.
+``molnet import-mace`` converts that file. Each side then evaluates
 energy, forces and stress through its own ASE calculator (mace-torch's ``MACECalculator``, molnet's
 ``MolNetCalculator``) on rattled rocksalt supercells with eight elements (64, 512, … atoms), in its
 own process, one thread; the two alternate per round, order swapped each round. Reported: seconds
@@ -58,7 +58,8 @@ model = modules.ScaleShiftMACE(
     num_interactions=shape["num_interactions"], num_elements=89, hidden_irreps=o3.Irreps(f"{c}x0e+{c}x1o"),
     MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.random.default_rng(0).normal(-5, 2, 89),
     avg_num_neighbors=shape["avg_num_neighbors"], atomic_numbers=list(range(1, 90)), correlation=shape["correlation"],
-    gate=modules.gate_dict["silu"], radial_MLP=shape["radial_MLP"], atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+    gate=modules.gate_dict["silu"], radial_MLP=shape["radial_MLP"], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+    pair_repulsion=True)
 with torch.no_grad():
     for p in model.parameters():
         p.add_(0.05 * torch.randn_like(p))
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 run.emit(
                     "mace_import",
                     {
-                        "shape": {**SHAPE, "elements": 89, "zbl": False},
+                        "shape": {**SHAPE, "elements": 89, "zbl": True},
                         "dtype": dtype,
                         "n_atoms": size,
                         "calls_per_round": args.calls,
