@@ -55,7 +55,7 @@ def train(label: str, long_range, epochs: int, work: Path) -> Path:
         str(epochs),
         "--trainer.enable_progress_bar",
         "false",
-        "--model.model",
+        "--model",
         json.dumps(model),
     ]
     run.run_logged(cmd, run.worker_env(1), work / f"{label}.log")

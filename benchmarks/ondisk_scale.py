@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                         "false",
                         "--ema_decay",
                         "null",
-                        "--model.model",
+                        "--model",
                         json.dumps(MODEL),
                     ]
                 )

@@ -781,7 +781,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--molnet-set",
         action="append",
         metavar="KEY=VALUE",
-        help="accuracy: extra molnet train option, e.g. model.model.contraction_basis=coupled (repeatable)",
+        help="accuracy: extra molnet train option, e.g. model.contraction_basis=coupled (repeatable)",
     )
     parser.add_argument(
         "--molnet-cueq",

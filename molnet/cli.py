@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from molnet.data.neighbors import DEFAULT_R_MAX
+
 log = logging.getLogger("molnet")
 
 
@@ -293,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True, help="file or glob (quote it); repeat for more")
     p.add_argument("--out", required=True, help="data set to write (HDF5)")
     p.add_argument(
-        "--r_max", type=float, default=5.0, help="cutoff (Å) at which neighbor counts are stored; the model's r_max"
+        "--r_max",
+        type=float,
+        default=DEFAULT_R_MAX,
+        help="cutoff (Å) at which neighbor counts are stored; the model's r_max",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel reader processes")
     p.add_argument("--append", action="store_true", help="add the files to an existing data set")

@@ -42,3 +42,7 @@ class UnsafeModelFileError(ModelFileError):
 
 class UnsupportedModelError(ModelFileError):
     """A foreign model file uses a feature molnet cannot represent (named in the message)."""
+
+
+class SimulationError(MolnetError):
+    """A simulation went wrong (atoms flying apart); the trajectory written so far is kept."""

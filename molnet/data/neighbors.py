@@ -14,6 +14,9 @@ from ase.geometry import complete_cell
 
 from molnet.errors import InputError
 
+#: The default cutoff radius (Å) of every model family and of ``molnet preprocess``'s neighbor counts.
+DEFAULT_R_MAX = 5.0
+
 
 @dataclass(frozen=True)
 class NeighborList:

@@ -18,6 +18,7 @@ from typing import Sequence
 from rich.progress import Progress
 
 from molnet.data.datasets import read_dataset, split_isolated_atoms
+from molnet.data.neighbors import DEFAULT_R_MAX
 from molnet.data.ondisk import DatasetWriter
 from molnet.data.statistics import count_edges
 from molnet.data.units import canonical_units
@@ -55,7 +56,7 @@ def _read_file(path: Path, r_max: float, read_kw: dict) -> tuple[dict[int, float
 def preprocess(
     data: Sequence[str],
     out: str | Path,
-    r_max: float = 5.0,
+    r_max: float = DEFAULT_R_MAX,
     workers: int = 1,
     append: bool = False,
     energy_key: str = "energy",

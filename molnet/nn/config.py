@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from molnet.data.neighbors import DEFAULT_R_MAX
 from molnet.errors import ConfigError
 
 
@@ -14,7 +15,7 @@ class GraphConfig:
     exponent p, the mean neighbor count that normalises neighbor sums (set from the training
     data), and the optional long-range block (``{"name": "ewald", ...}``, ``{"name": "coulomb", ...}`` or a list of both)."""
 
-    r_max: float = 5.0
+    r_max: float = DEFAULT_R_MAX
     num_bessel: int = 8
     num_polynomial_cutoff: int = 5
     avg_num_neighbors: float = 1.0

@@ -8,6 +8,7 @@ charges from the final invariant features and adds their exact Coulomb energy, u
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,9 +39,26 @@ def _specs(spec: dict[str, Any] | list[dict[str, Any]] | None) -> dict[str, dict
     return out
 
 
+def _block_class(name: str) -> type[nn.Module]:
+    if name == "ewald":
+        from molnet.nn.ewald import EwaldBlock
+
+        return EwaldBlock
+    from molnet.nn.coulomb import CoulombBlock
+
+    return CoulombBlock
+
+
 def validate_long_range(spec: dict[str, Any] | list[dict[str, Any]] | None) -> None:
-    """Raise :class:`ConfigError` for an invalid ``long_range`` entry before anything is built."""
-    _specs(spec)
+    """Raise :class:`ConfigError` for an invalid ``long_range`` entry before anything is built:
+    an unknown block, a block named twice, or options its block does not take (checked against
+    the block's signature, so the schema is the constructor itself)."""
+    for name, options in _specs(spec).items():
+        signature = inspect.signature(_block_class(name).__init__)
+        valid = [p for p in signature.parameters if p not in ("self", "channels")]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(f"long_range {name}: unknown option(s) {unknown}; valid options: {valid}")
 
 
 def long_range_layers(

@@ -1,5 +1,9 @@
 """``molnet train``: LightningCLI over :class:`PotentialModule` and :class:`AtomicDataModule`.
 
+The configuration's sections are ``model:`` (the architecture), ``training:`` (the loop's
+settings), ``data:``, ``trainer:`` (Lightning's Trainer) and top-level ``run_dir``, ``ema_decay``,
+``seed_everything``, ``ckpt_path`` (:mod:`molnet.train.sections` maps them onto LightningCLI).
+
 Every run writes ``<run_dir>/``: ``config.yaml`` (the resolved configuration), ``metrics.csv``
 (CSV logs), ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and at the end
 ``model.safetensors``, ``metrics.json`` (test split) and ``learning_curve.png``.
@@ -10,18 +14,21 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 
+from molnet.atomic_write import atomic_path
 from molnet.train.checkpoint_io import AtomicCheckpointIO
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.ema import WarmupEMA
 from molnet.train.module import PotentialModule
+from molnet.train.sections import to_lightning_args, to_user_config
 
 log = logging.getLogger("molnet.train")
 
@@ -65,6 +72,20 @@ def run_callbacks(run_dir: Path, ema_decay: float | None) -> list[Callback]:
     if ema_decay is not None:
         callbacks.append(WarmupEMA(decay=ema_decay))
     return callbacks
+
+
+class SaveUserConfig(SaveConfigCallback):
+    """Writes ``<run_dir>/config.yaml`` in the user layout (``model:``, ``training:``, ...)."""
+
+    def save_config(self, trainer, pl_module, stage) -> None:
+        import yaml
+
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config.pop("config", None)
+        path = Path(trainer.log_dir) / "config.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(to_user_config(config), sort_keys=False))
 
 
 class MolnetCLI(LightningCLI):
@@ -150,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         PotentialModule,
         AtomicDataModule,
         run=False,
-        args=argv,
+        args=to_lightning_args(list(sys.argv[1:] if argv is None else argv)),
         trainer_defaults=dict(TRAINER_DEFAULTS),
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=SaveUserConfig,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
         seed_everything_default=0,
         parser_kwargs={"prog": "molnet train"},
     )

@@ -24,7 +24,7 @@ DEFAULT_MODEL = {"name": "mace", "num_channels": 32, "max_L": 1, "correlation": 
 def typed_model_config(model: dict) -> dict:
     """The model section with command-line strings turned into the values they spell.
 
-    ``--model.model.num_channels 8`` reaches the free-form model dict as the string ``'8'``;
+    ``--model.num_channels 8`` reaches the free-form model dict as the string ``'8'``;
     every string value that parses as JSON (numbers, booleans, null, lists, mappings) is
     replaced by the parsed value, other strings (``mace``, element symbols) stay strings.
     """

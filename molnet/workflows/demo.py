@@ -40,11 +40,11 @@ def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 
             ":200",
             "--data.batch_size",
             "5",
-            "--model.lr",
+            "--training.lr",
             "0.01",
-            "--model.stage_two_start",
+            "--training.stage_two_start",
             "0.7",
-            "--model.model",
+            "--model",
             json.dumps(
                 {
                     "name": "mace",

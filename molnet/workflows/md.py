@@ -17,7 +17,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from molnet.errors import ConfigError, MolnetError
+from molnet.errors import ConfigError, SimulationError
 
 log = logging.getLogger(__name__)
 ENSEMBLES = ("nve", "nvt", "npt")
@@ -36,10 +36,6 @@ class MDLog:
     def drift_meV_per_atom(self, n_atoms: int) -> float:
         """Total-energy change from the first to the last sample, meV/atom."""
         return 1000 * (self.total_energy[-1] - self.total_energy[0]) / n_atoms
-
-
-class SimulationError(MolnetError):
-    """The simulation went wrong (atoms flying apart); the trajectory written so far is kept."""
 
 
 def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:

@@ -138,7 +138,41 @@ def test_hartree_bohr_copy_trains_to_the_same_model(files, tmp_path):
     assert worst < 1e-7, worst  # the same weights up to the rounding of the unit round trip
 
 
-def test_ddp_ranks_read_disjoint_items_that_cover_the_set(files, tmp_path):
+def test_two_ddp_processes_train_on_disjoint_shares_that_cover_the_set(files, tmp_path):
+    """`molnet train` under DDP (two CPU processes, gloo) on a preprocessed data set: in every epoch
+    the ranks' training structures are disjoint and together are the training set, once."""
+    import json
+
+    from molnet.data import keys
+
+    dataset = preprocess([str(files / "part_*.xyz")], tmp_path / "train.h5", r_max=4.0, progress=False)
+    valid = preprocess([str(files / "valid.xyz")], tmp_path / "valid.h5", r_max=4.0, progress=False)
+    items = OnDiskDataset(dataset, 4.0)
+    expected = sorted(round(float(items[i][keys.ENERGY]), 8) for i in range(len(items)))
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    cmd = [sys.executable, "-m", "molnet.cli", "train", "--run_dir", str(tmp_path / "run")]
+    cmd += ["--data.train_file", str(dataset), "--data.valid_file", str(valid), "--data.test_file", "null"]
+    cmd += ["--data.batch_size", "5", "--model", json.dumps(TINY), "--training.dtype", "float64"]
+    cmd += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--ema_decay", "null"]
+    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    cmd += ["--trainer.callbacks+=tests.training_helpers.RecordTrainingItems", "--trainer.callbacks.folder", str(probe)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {}
+    for rank in (0, 1):
+        for line in (probe / f"rank{rank}.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            seen.setdefault((entry["epoch"], rank), []).extend(round(e, 8) for e in entry["energies"])
+    for epoch in (0, 1):
+        first, second = seen[(epoch, 0)], seen[(epoch, 1)]
+        assert len(first) == len(second) == len(expected) // 2 and not set(first) & set(second), epoch
+        assert sorted(first + second) == expected, epoch
+    assert seen[(0, 0)] != seen[(1, 0)]  # the order is reshuffled per epoch
+
+
+def test_ddp_sampler_wrapper_gives_disjoint_shares(files, tmp_path):
     """Lightning wraps the epoch sampler for DDP: each rank gets its share, together all items once."""
     from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 

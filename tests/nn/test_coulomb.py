@@ -178,6 +178,13 @@ def test_bad_coulomb_settings_and_mixed_pbc_are_refused():
         build_model({"elements": ["H"], "name": "mpnn", "long_range": {"name": "coulom"}})
     with pytest.raises(ConfigError, match="invalid long_range coulomb options"):
         build_model({"elements": ["H"], "name": "mpnn", "long_range": {"name": "coulomb", "sigma": -1.0}})
+    # options are checked when the configuration is read, before any data or model exists
+    from molnet.models.registry import family_config
+
+    with pytest.raises(
+        ConfigError, match=r"long_range ewald: unknown option\(s\) \['k_cutof'\]; valid options: \['k_cutoff'"
+    ):
+        family_config({"name": "mace", "long_range": [{"name": "coulomb"}, {"name": "ewald", "k_cutof": 3.0}]})
     model = build_model({"elements": ["H", "C", "O"], "r_max": R_MAX, **MPNN}, dtype=torch.float64)
     slab = acac()
     slab.set_cell([20.0, 20.0, 0.0])

@@ -79,7 +79,8 @@ def test_md_stops_clearly_and_keeps_the_trajectory(tmp_path):
     from ase.io import read
 
     from molnet.data import load_bundled
-    from molnet.workflows.md import SimulationError, run_md
+    from molnet.errors import SimulationError
+    from molnet.workflows.md import run_md
 
     class Repulsive(Calculator):
         """Pushes the first hydrogen away from the molecule: it leaves within a few hundred steps."""

@@ -112,6 +112,8 @@ def test_fine_tuning_refuses_incompatible_elements(tmp_path):
 
 
 def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
+    """A ``molnet train`` command in LightningCLI's own layout (``--model.model``, ``--model.dtype``),
+    which stays readable beside the user layout of :mod:`molnet.train.sections`."""
     return [
         sys.executable,
         "-m",
@@ -230,15 +232,19 @@ def test_every_family_trains(family):
 
 
 def test_shipped_configs_are_valid():
-    """Every YAML in configs/ names a known family with valid hyperparameters and existing bundled files."""
+    """Every YAML in configs/ is in the user layout, names a known family with valid
+    hyperparameters and valid training keys, and points at existing bundled files."""
     import yaml
 
     from molnet.models.registry import family_config
+    from molnet.train.sections import to_lightning_config
 
     root = Path(__file__).parents[2]
     for config in sorted((root / "configs").glob("*.yaml")):
         content = yaml.safe_load(config.read_text())
-        family_config({"elements": ["H"], **content["model"]["model"]})
+        assert "model" not in content["model"], config.name
+        family_config({"elements": ["H"], **content["model"]})
+        to_lightning_config(content)  # unknown training keys are refused
         for key in ("train_file", "test_file", "isolated_atoms_file"):
             path = content["data"].get(key)
             if path and path.startswith("molnet/"):

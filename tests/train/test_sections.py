@@ -1,0 +1,95 @@
+"""The user layout of a training configuration (``model:`` architecture, ``training:`` loop) and
+its translation to LightningCLI's (``model.model``), in both directions."""
+
+import json
+
+import pytest
+import yaml
+
+from molnet.errors import ConfigError
+from molnet.train.module import DEFAULT_MODEL
+from molnet.train.sections import to_lightning_args, to_lightning_config, to_user_config
+
+TINY = {"name": "mpnn", "num_channels": 8, "num_interactions": 2, "radial_MLP": [8], "r_max": 4.0}
+
+
+def test_user_layout_becomes_lightnings_and_back():
+    user = {
+        "run_dir": "r",
+        "data": {"batch_size": 5},
+        "model": dict(TINY),
+        "training": {"lr": 0.02, "dtype": "float64"},
+    }
+    lightning = to_lightning_config(user)
+    assert lightning["model"] == {"lr": 0.02, "dtype": "float64", "model": TINY}
+    assert to_user_config(lightning) == user
+    # LightningCLI's own layout is read unchanged
+    assert to_lightning_config(lightning) == lightning
+    # an architecture without a family name extends the default MACE
+    assert to_lightning_config({"model": {"num_channels": 8}})["model"]["model"] == {**DEFAULT_MODEL, "num_channels": 8}
+
+
+def test_bad_sections_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rate'\] in 'training:'"):
+        to_lightning_config({"training": {"learning_rate": 0.1}})
+    with pytest.raises(ConfigError, match=r"\['lr'\] given under both 'model:' and 'training:'"):
+        to_lightning_config({"model": {"lr": 0.1}, "training": {"lr": 0.2}})
+
+
+def test_command_line_overrides_are_translated(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY, "training": {"lr": 0.02}}))
+    args = to_lightning_args(
+        ["--config", str(config), "--model.num_channels", "4", "--training.lr=0.5", "--model.lr", "0.1"]
+        + ["--model.model.r_max", "3.5", "--model", json.dumps(TINY), "--data.batch_size", "2"]
+    )
+    assert yaml.safe_load(args[1]) == {"model": {"lr": 0.02, "model": TINY}}
+    assert args[2:] == [
+        "--model.model.num_channels",
+        "4",
+        "--model.lr=0.5",
+        "--model.lr",
+        "0.1",
+        "--model.model.r_max",
+        "3.5",
+        "--model.model",
+        json.dumps(TINY),
+        "--data.batch_size",
+        "2",
+    ]
+    with pytest.raises(ConfigError, match="no such file"):
+        to_lightning_args(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_from_it(tmp_path):
+    """Train from a user-layout YAML with dotted overrides; the run's config.yaml is in the user
+    layout and continues the run (``--ckpt_path last``) when given back as ``--config``."""
+    from molnet.cli import main
+
+    run_dir = tmp_path / "run"
+    config = tmp_path / "user.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(run_dir),
+                "ema_decay": None,
+                "trainer": {"max_epochs": 1, "enable_progress_bar": False},
+                "data": {"train_index": ":20", "batch_size": 5, "test_file": None},
+                "model": {**TINY, "num_channels": 16},
+                "training": {"dtype": "float64", "lr": 0.02},
+            }
+        )
+    )
+    assert main(["train", "--config", str(config), "--model.num_channels", "8", "--training.lr", "0.01"]) == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["num_channels"] == 8 and saved["model"]["name"] == "mpnn"
+    assert saved["training"]["lr"] == 0.01 and saved["training"]["dtype"] == "float64"
+    assert "model" not in saved["training"]
+    import molnet
+
+    assert molnet.load_model(run_dir / "model.safetensors").config["num_channels"] == 8
+    args = ["train", "--config", str(run_dir / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    assert main(args) == 0
+    import torch
+
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
