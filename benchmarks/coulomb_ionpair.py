@@ -40,7 +40,7 @@ def train(label: str, long_range, epochs: int, work: Path) -> Path:
     import yaml
 
     config = ROOT / "configs" / "mace_ewald_ionpair.yaml"
-    model = {**yaml.safe_load(config.read_text())["model"]["model"], "long_range": long_range}
+    model = {**yaml.safe_load(config.read_text())["model"], "long_range": long_range}
     run_dir = work / label
     cmd = [
         sys.executable,

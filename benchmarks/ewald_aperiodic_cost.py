@@ -42,7 +42,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = yaml.safe_load((HERE.parent / "configs" / "mpnn_acac.yaml").read_text())["model"]["model"]
+    base = yaml.safe_load((HERE.parent / "configs" / "mpnn_acac.yaml").read_text())["model"]
     for n in (int(s) for s in args.sizes.split(",")):
         atoms = acac_molecule() if n <= 15 else liquid_box(max(1, round(n / 15)))[0]
         atoms.pbc = False

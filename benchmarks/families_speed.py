@@ -42,7 +42,7 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     models = {}
     for family in FAMILIES:
-        config = yaml.safe_load((ROOT / "configs" / f"{family}_acac.yaml").read_text())["model"]["model"]
+        config = yaml.safe_load((ROOT / "configs" / f"{family}_acac.yaml").read_text())["model"]
         torch.manual_seed(0)
         models[family] = build_model(
             {"elements": ["H", "C", "O"], "avg_num_neighbors": 12.16, **config}, dtype=dtype

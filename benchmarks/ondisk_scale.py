@@ -8,7 +8,10 @@ A synthetic set (this is about I/O; the labels are random): the bundled AcAc tes
 (15 atoms), each frame jittered by 0.05 Å, with random energies and forces, written as extxyz in
 files of 10,000 frames. ``molnet preprocess`` turns the first ``--small`` frames into one data set
 with 1 and with 2 workers and all ``--large`` frames into another (2 workers), and 200 other frames
-into a validation set; then ``molnet train``
+into a validation set; mace-torch's ``mace_prepare_data`` (in ``benchmarks/.venv-mace``) turns the
+same ``--small`` frames, concatenated into one file as it takes, into its HDF5 folders with
+statistics, with 1 and 2 processes (wall time, peak RSS of its largest process, bytes per frame);
+then ``molnet train``
 (a small MACE, batch 10, float32, one thread) runs ``--steps`` steps on each data set, with
 ``num_workers`` 0 and 2, each in a fresh process whose peak resident memory is taken. One JSON
 line is printed and appended to ``benchmarks/results/ondisk.jsonl``.
@@ -74,6 +77,21 @@ def rss_of(cmd: list[str]) -> tuple[float, float]:
     return wall, peak
 
 
+def mace_prepare(small_files: list[Path], valid: Path, prefix: Path, processes: int) -> dict:
+    """mace-torch 0.3.16's ``mace_prepare_data`` on the concatenated ``small_files``: wall s, peak RSS, bytes."""
+    combined = prefix.parent / "mace_train.xyz"
+    if not combined.exists():
+        combined.write_text("".join(f.read_text() for f in small_files))
+    tool = HERE / ".venv-mace" / "bin" / "mace_prepare_data"
+    wall, peak = rss_of(
+        [str(tool), "--train_file", str(combined), "--valid_file", str(valid), "--h5_prefix", f"{prefix}/"]
+        + ["--r_max", "5.0", "--num_process", str(processes), "--compute_statistics", "--E0s", "average"]
+        + ["--energy_key", "energy", "--forces_key", "forces", "--seed", "0"]
+    )
+    size = sum(f.stat().st_size for f in (prefix / "train").glob("*.h5"))
+    return {"wall_s": wall, "peak_rss_mb": peak, "train_bytes": size}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=20_000)
@@ -97,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for workers in (1, 2):
             out = tmp / f"small_w{workers}.h5"
-            wall, _ = rss_of(
+            wall, peak = rss_of(
                 [
                     *molnet,
                     "preprocess",
@@ -111,8 +129,15 @@ def main(argv: list[str] | None = None) -> None:
                 ]
             )
             record[f"preprocess_frames_per_s_{workers}_workers"] = args.small / wall
+            record[f"preprocess_peak_rss_mb_{workers}_workers"] = peak
         record["dataset_bytes_per_frame"] = (tmp / "small_w2.h5").stat().st_size / args.small
-        wall, _ = rss_of(
+        if (HERE / ".venv-mace" / "bin" / "mace_prepare_data").exists():
+            for processes in (1, 2):
+                mace = mace_prepare(small_files, valid[0], tmp / f"mace_p{processes}", processes)
+                record[f"mace_prepare_frames_per_s_{processes}_processes"] = args.small / mace["wall_s"]
+                record[f"mace_prepare_peak_rss_mb_{processes}_processes"] = mace["peak_rss_mb"]
+                record["mace_dataset_bytes_per_frame"] = mace["train_bytes"] / args.small
+        wall, peak = rss_of(
             [
                 *molnet,
                 "preprocess",
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             ]
         )
         record["preprocess_large_frames_per_s_2_workers"] = args.large / wall
+        record["preprocess_large_peak_rss_mb_2_workers"] = peak
         rss_of([*molnet, "preprocess", "--data", str(valid[0]), "--out", str(tmp / "valid.h5"), "--r_max", "5.0"])
         for label, dataset in (("small", tmp / "small_w2.h5"), ("large", tmp / "large.h5")):
             for workers in (0, 2):

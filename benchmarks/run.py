@@ -658,8 +658,8 @@ def train_molnet(family: str, files: tuple[Path, Path, Path], seed: int, epochs:
         "package": "molnet",
         "family": family,
         "train_wall_s": round(wall, 1),
-        "hyper": config["model"]["model"],
-        "train_dtype": config["model"].get("dtype"),
+        "hyper": config["model"],  # the run's config.yaml is in the user layout (molnet.train.sections)
+        "train_dtype": config["training"].get("dtype"),
         "model_config": read_metadata(run_dir / "model.safetensors")["config"],  # every default resolved
         "batch_size": config["data"]["batch_size"],
         "config": str(FAMILY_CONFIGS[family].relative_to(ROOT)),
