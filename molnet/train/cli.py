@@ -82,7 +82,8 @@ class SaveUserConfig(SaveConfigCallback):
 
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         config.pop("config", None)
-        path = Path(trainer.log_dir) / "config.yaml"
+        # rank zero only: trainer.log_dir would broadcast, a collective the other ranks never join
+        path = Path(config["run_dir"]) / "config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text(yaml.safe_dump(to_user_config(config), sort_keys=False))
@@ -159,6 +160,8 @@ def quiet_lightning() -> None:
     """Silence Lightning's warnings and tips that do not concern a molnet run; keep all others."""
     for pattern in IRRELEVANT_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    # jsonargparse's deprecations of the APIs LightningCLI itself calls: nothing a user can change
+    warnings.filterwarnings("ignore", message=r"(?s).*was deprecated in v4\.", category=DeprecationWarning)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from molnet.errors import ConfigError
-from molnet.train.module import DEFAULT_MODEL, PotentialModule
+from molnet.train.module import DEFAULT_MODEL, PotentialModule, typed_model_config
 
 #: PotentialModule's arguments other than the architecture: the ``training:`` section
 TRAINING_KEYS = frozenset(inspect.signature(PotentialModule.__init__).parameters) - {"self", "model"}
@@ -115,10 +115,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def to_user_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved LightningCLI configuration → the user layout (``model:`` architecture, ``training:``)."""
+    """A resolved LightningCLI configuration → the user layout (``model:`` architecture, ``training:``);
+    dotted overrides of the architecture (strings on the command line) are written typed."""
     config = dict(config)
     module = dict(config.pop("model", None) or {})
-    architecture = module.pop("model", None)
+    architecture = typed_model_config(module.pop("model", None) or {})
     ordered: dict[str, Any] = {}
     for key, value in config.items():
         if key == "data":

@@ -147,7 +147,7 @@ def test_two_ddp_processes_train_on_disjoint_shares_that_cover_the_set(files, tm
 
     dataset = preprocess([str(files / "part_*.xyz")], tmp_path / "train.h5", r_max=4.0, progress=False)
     valid = preprocess([str(files / "valid.xyz")], tmp_path / "valid.h5", r_max=4.0, progress=False)
-    items = OnDiskDataset(dataset, 4.0)
+    items = OnDiskDataset(dataset, 4.0, dtype=torch.float64)
     expected = sorted(round(float(items[i][keys.ENERGY]), 8) for i in range(len(items)))
     probe = tmp_path / "probe"
     probe.mkdir()

@@ -31,6 +31,8 @@ EXACT = [
     "hcno_nonres",
     "hco_res_3layers",
     "hco_res_corr2",
+    "hco_corr4",
+    "hco_reduced_cg",
     "hco_zbl",
     "hco_agnesi",
     "hco_res_1layer",
@@ -63,7 +65,7 @@ def _worst(model, name, head=None):
 @pytest.mark.parametrize("name", EXACT)
 def test_imported_models_reproduce_mace_torch(name, tmp_path):
     """Residual and non-residual first layers, plain and density-normalised blocks, max_L 0-2,
-    1-3 layers, correlation 2-3, 3-4 elements, ZBL, Agnesi; a molecule, a triclinic cell (stress)
+    1-3 layers, correlation 2-4, 3-4 elements, ZBL, Agnesi; a molecule, a triclinic cell (stress)
     and a slab; through molnet's own file format."""
     path = molnet.save_model(import_mace(FIXTURES / f"{name}.model"), tmp_path / "m.safetensors")
     worst = _worst(molnet.load_model(path, dtype=torch.float64), name)
