@@ -104,7 +104,7 @@ class PotentialModule(pl.LightningModule):
         if scheduler not in ("plateau", "cosine"):
             raise ConfigError(f"model.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
         if init_from is None:
-            family_config({"elements": ["H"], **typed_model_config(model)})  # validate before any data is read
+            family_config(typed_model_config(model))  # validate before any data is read
         self.potential: Potential | None = None
         self.loss_weights = {
             "energy": energy_weight,
