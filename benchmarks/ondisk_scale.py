@@ -96,6 +96,12 @@ def mace_prepare(small_files: list[Path], valid: Path, prefix: Path, processes: 
 def mace_train(prefix: Path, workers: int) -> dict:
     """One epoch of ``mace_run_train`` (same small MACE, batch 10, float32) from ``mace_prepare_data``'s
     HDF5 folders: wall s and peak RSS (its largest process)."""
+    import re
+
+    # mace-torch 0.3.16 writes numpy-2 reprs ("np.int64(1): np.float64(-9.4)") into statistics.json,
+    # which its own reader (ast.literal_eval) refuses: write them as plain numbers
+    stats = prefix / "statistics.json"
+    stats.write_text(re.sub(r"np\.(?:int|float)64\(([^()]*)\)", r"\1", stats.read_text()))
     tool = HERE / ".venv-mace" / "bin" / "mace_run_train"
     work = prefix / f"train_w{workers}"
     work.mkdir()
