@@ -2,8 +2,10 @@
 its translation to LightningCLI's (``model.model``), in both directions."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from molnet.errors import ConfigError
@@ -62,10 +64,16 @@ def test_command_line_overrides_are_translated(tmp_path):
 
 
 def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_from_it(tmp_path):
-    """Train from a user-layout YAML with dotted overrides; the run's config.yaml is in the user
+    """Train from a user-layout YAML with dotted overrides on the six-element ion pair; the run's
+    test metrics equal an independent evaluation of its model file; its config.yaml is in the user
     layout and continues the run (``--ckpt_path last``) when given back as ``--config``."""
+    import ase.io
+
     from molnet.cli import main
 
+    ionpair = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"
+    ase.io.write(tmp_path / "train.xyz", ase.io.read(ionpair / "train.xyz", ":20"))
+    ase.io.write(tmp_path / "test.xyz", ase.io.read(ionpair / "test.xyz", ":10"))
     run_dir = tmp_path / "run"
     config = tmp_path / "user.yaml"
     config.write_text(
@@ -74,7 +82,12 @@ def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_f
                 "run_dir": str(run_dir),
                 "ema_decay": None,
                 "trainer": {"max_epochs": 1, "enable_progress_bar": False},
-                "data": {"train_index": ":20", "batch_size": 5, "test_file": None},
+                "data": {
+                    "train_file": str(tmp_path / "train.xyz"),
+                    "test_file": str(tmp_path / "test.xyz"),
+                    "isolated_atoms_file": str(ionpair / "isolated_atoms.xyz"),
+                    "batch_size": 5,
+                },
                 "model": {**TINY, "num_channels": 16},
                 "training": {"dtype": "float64", "lr": 0.02},
             }
@@ -86,10 +99,14 @@ def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_f
     assert saved["training"]["lr"] == 0.01 and saved["training"]["dtype"] == "float64"
     assert "model" not in saved["training"]
     import molnet
+    from molnet.workflows.evaluate import evaluate_file
 
-    assert molnet.load_model(run_dir / "model.safetensors").config["num_channels"] == 8
+    model = molnet.load_model(run_dir / "model.safetensors", dtype=torch.float64)
+    assert model.config["num_channels"] == 8 and len(model.elements) == 6
+    own = json.loads((run_dir / "metrics.json").read_text())
+    independent = evaluate_file(model, tmp_path / "test.xyz", progress=False)
+    for key in ("energy_mae_meV", "forces_mae_meV_per_A"):
+        assert own[key] == pytest.approx(independent[key], rel=1e-6), key
     args = ["train", "--config", str(run_dir / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path", "last"]
     assert main(args) == 0
-    import torch
-
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
