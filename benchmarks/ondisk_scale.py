@@ -137,21 +137,15 @@ def main(argv: list[str] | None = None) -> None:
             "atoms_per_frame": 15,
             "extxyz_bytes_per_frame": sum(f.stat().st_size for f in files) / args.large,
         }
-        for workers in (1, 2):
-            out = tmp / f"small_w{workers}.h5"
-            wall, peak = rss_of(
-                [
-                    *molnet,
-                    "preprocess",
-                    *sum((["--data", str(f)] for f in small_files), []),
-                    "--out",
-                    str(out),
-                    "--r_max",
-                    "5.0",
-                    "--workers",
-                    str(workers),
-                ]
+
+        def preprocess(inputs: list[Path], out: Path, workers: int) -> tuple[float, float]:
+            data = sum((["--data", str(f)] for f in inputs), [])
+            return rss_of(
+                [*molnet, "preprocess", *data, "--out", str(out), "--r_max", "5.0", "--workers", str(workers)]
             )
+
+        for workers in (1, 2):
+            wall, peak = preprocess(small_files, tmp / f"small_w{workers}.h5", workers)
             record[f"preprocess_frames_per_s_{workers}_workers"] = args.small / wall
             record[f"preprocess_peak_rss_mb_{workers}_workers"] = peak
         record["dataset_bytes_per_frame"] = (tmp / "small_w2.h5").stat().st_size / args.small
@@ -165,23 +159,10 @@ def main(argv: list[str] | None = None) -> None:
                 mace = mace_train(tmp / "mace_p2", workers)
                 record[f"mace_train_small_workers{workers}_one_epoch_wall_s"] = mace["wall_s"]
                 record[f"mace_train_small_workers{workers}_peak_rss_mb"] = mace["peak_rss_mb"]
-        wall, peak = rss_of(
-            [
-                *molnet,
-                "preprocess",
-                "--data",
-                str(tmp / "xyz" / "*.xyz"),
-                "--out",
-                str(tmp / "large.h5"),
-                "--r_max",
-                "5.0",
-                "--workers",
-                "2",
-            ]
-        )
+        wall, peak = preprocess([tmp / "xyz" / "*.xyz"], tmp / "large.h5", 2)
         record["preprocess_large_frames_per_s_2_workers"] = args.large / wall
         record["preprocess_large_peak_rss_mb_2_workers"] = peak
-        rss_of([*molnet, "preprocess", "--data", str(valid[0]), "--out", str(tmp / "valid.h5"), "--r_max", "5.0"])
+        preprocess(valid[:1], tmp / "valid.h5", 1)
         for label, dataset in (("small", tmp / "small_w2.h5"), ("large", tmp / "large.h5")):
             for workers in (0, 2):
                 run_dir = tmp / f"run_{label}_{workers}"
