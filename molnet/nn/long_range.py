@@ -49,6 +49,14 @@ def _block_class(name: str) -> type[nn.Module]:
     return CoulombBlock
 
 
+def _build(name: str, options: dict[str, Any], channels: int) -> nn.Module:
+    """The ``name`` block for ``channels`` invariant channels; its own value errors become ConfigError."""
+    try:
+        return _block_class(name)(channels, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid long_range {name} options {options}: {exc}") from exc
+
+
 def validate_long_range(spec: dict[str, Any] | list[dict[str, Any]] | None) -> None:
     """Raise :class:`ConfigError` for an invalid ``long_range`` entry before anything is built:
     an unknown block, a block named twice, or options its block does not take (checked against
@@ -72,25 +80,13 @@ def long_range_layers(
     options = _specs(spec).get("ewald")
     if options is None:
         return None
-    from molnet.nn.ewald import EwaldBlock
-
-    try:
-        return nn.ModuleList(EwaldBlock(channels, **options) for _ in range(num_layers))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid long_range ewald options {options}: {exc}") from exc
+    return nn.ModuleList(_build("ewald", options, channels) for _ in range(num_layers))
 
 
 def coulomb_block(spec: dict[str, Any] | list[dict[str, Any]] | None, channels: int) -> nn.Module | None:
     """The Coulomb block reading charges from ``channels`` final invariant features (None without ``coulomb``)."""
     options = _specs(spec).get("coulomb")
-    if options is None:
-        return None
-    from molnet.nn.coulomb import CoulombBlock
-
-    try:
-        return CoulombBlock(channels, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid long_range coulomb options {options}: {exc}") from exc
+    return None if options is None else _build("coulomb", options, channels)
 
 
 def add_coulomb(block: nn.Module | None, h: torch.Tensor, inputs: GraphInputs) -> None:
