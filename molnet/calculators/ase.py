@@ -41,6 +41,10 @@ class MolNetCalculator(Calculator):
         Evaluate a ``mace`` model's convolution and symmetric contraction with NVIDIA
         cuequivariance (:meth:`Potential.use_cueq`; needs ``pip install 'molnet[cueq]'``, and
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
+    atoms_per_chunk
+        Evaluate a ``mace`` model's message passing this many atoms at a time, or ``"auto"``:
+        only where a call's temporaries would exceed about 1 GiB (:meth:`Potential.set_chunking`).
+        For structures that do not fit in memory otherwise; same numbers. Off (None) by default.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions; models
@@ -58,6 +62,7 @@ class MolNetCalculator(Calculator):
         skin: float = 0.5,
         compile: bool = False,
         cueq: bool = False,
+        atoms_per_chunk: int | str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -72,6 +77,8 @@ class MolNetCalculator(Calculator):
             self.model = load(model, dtype=self.torch_dtype, device=device)
         if cueq:
             self.model.use_cueq()
+        if atoms_per_chunk is not None:
+            self.model.set_chunking(atoms_per_chunk)
         if compile:
             self.model.compile_inference()
         self.device = torch.device(device)

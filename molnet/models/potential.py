@@ -68,7 +68,28 @@ class Potential(nn.Module):
         new kind of input compiles (tens of seconds on a CPU), so this pays off for long MD runs of
         one system, not for a few evaluations. Returns ``self``.
         """
+        if getattr(self.body, "atoms_per_chunk", None) is not None:
+            raise ConfigError("torch.compile and chunked evaluation do not combine; call set_chunking(None) first")
         self._inference_body = torch.compile(self.body.forward, dynamic=True)
+        return self
+
+    def set_chunking(self, atoms_per_chunk: int | str | None) -> "Potential":
+        """Evaluate large structures ``atoms_per_chunk`` atoms at a time (``mace`` family).
+
+        ``None``: off; ``"auto"``: only calls whose temporaries would exceed about 1 GiB are
+        chunked, in chunks of about 256 MiB (:meth:`molnet.nn.mace.MACE.set_chunking`).
+
+        The per-neighbor tensors of each message-passing layer then exist for one chunk of
+        receiving atoms at a time, and backward recomputes them chunk by chunk (activation
+        checkpointing): peak memory falls to a fraction, energies, forces and stress are the
+        same to rounding (tested), and an energy + forces call takes about a third longer. Use it
+        when a structure does not fit in memory otherwise. Returns ``self``.
+        """
+        if not hasattr(self.body, "set_chunking"):
+            raise ConfigError(f"chunked evaluation exists for the mace family only, not {self.config.get('name')!r}")
+        if atoms_per_chunk is not None and self._inference_body is not None:
+            raise ConfigError("torch.compile and chunked evaluation do not combine; load the model without compile")
+        self.body.set_chunking(atoms_per_chunk)
         return self
 
     def use_cueq(self, enabled: bool = True, method: str | None = None) -> "Potential":

@@ -37,11 +37,15 @@ class NeighborTable:
         sender: ``[n_nodes, max_neighbors]`` sender atom of each slot (0 for empty slots, whose
             edge quantities are zero)
         num_edges: number of real edges
+        order: ``[E]`` the edges sorted by receiver (stable: edge order within a receiver)
+        offsets: ``[n_nodes + 1]`` position in ``order`` of each receiver's first edge
     """
 
     edge: torch.Tensor
     sender: torch.Tensor
     num_edges: int
+    order: torch.Tensor
+    offsets: torch.Tensor
 
     @classmethod
     def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighborTable":
@@ -57,7 +61,12 @@ class NeighborTable:
         edge[sorted_receiver, slot] = order
         padded_sender = torch.zeros((num_nodes, width), dtype=torch.long, device=receiver.device)
         padded_sender[sorted_receiver, slot] = sender[order]
-        return cls(edge=edge, sender=padded_sender, num_edges=num_edges)
+        offsets = torch.cat([start, start.new_full((1,), num_edges)])
+        return cls(edge=edge, sender=padded_sender, num_edges=num_edges, order=order, offsets=offsets)
+
+    def receiver_edges(self, start: int, stop: int) -> torch.Tensor:
+        """Indices ``[E_rows]`` of the edges whose receiver lies in ``[start, stop)``, grouped by receiver."""
+        return self.order[int(self.offsets[start]) : int(self.offsets[stop])]
 
     @property
     def fill(self) -> float:
@@ -82,7 +91,9 @@ class NeighborConvolution(nn.Module):
     Shapes:
         - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_edges, irreps_in2.dim]``;
           weights ``[n_edges, tp.weight_numel]`` (e3nn's layout: instruction-major, then channel)
-        - returns ``[n_nodes, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbors
+        - returns ``[n_rows, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbors,
+          for the table's rows (``n_rows`` is ``n_nodes`` unless the table holds a range of
+          receivers only, as chunked evaluation builds it)
     """
 
     def __init__(self, tp: o3.TensorProduct) -> None:
@@ -108,14 +119,21 @@ class NeighborConvolution(nn.Module):
             self.register_buffer(f"coupling_{p}", coupling.reshape(2 * l2 + 1, -1).contiguous(), persistent=False)
             self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
 
+    def bytes_per_slot(self, itemsize: int) -> int:
+        """Bytes per neighbor-table slot of forward's largest tensors: the weighted inputs of every
+        path, the gathered weights and radial-MLP output, and the gathered node features."""
+        weighted = sum(d_in for *_, d_in in self.paths)
+        gathered = sum(dim for *_, dim in self._in_blocks)
+        return itemsize * self.channels * (weighted + 2 * len(self.paths) + gathered)
+
     def forward(
         self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighborTable
     ) -> torch.Tensor:
-        n, c = node_feats.shape[0], self.channels
-        width = table.edge.shape[1]
+        n_nodes, c = node_feats.shape[0], self.channels
+        n, width = table.edge.shape
         # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
         inputs = [
-            node_feats[:, start:stop].reshape(n, c, dim).transpose(1, 2)[table.sender]
+            node_feats[:, start:stop].reshape(n_nodes, c, dim).transpose(1, 2)[table.sender]
             for start, stop, dim in self._in_blocks
         ]
         sh = [edge_sh[:, start:stop] for start, stop in self._sh_blocks]  # per degree [E, 2l+1]

@@ -21,6 +21,7 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
@@ -33,6 +34,10 @@ from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
 #: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
 MIN_TABLE_FILL = 0.25
+#: ``set_chunking("auto")`` chunks a call whose estimated temporaries exceed this many bytes …
+AUTO_CHUNK_ABOVE = 2**30
+#: … into chunks whose temporaries stay near this many bytes.
+CHUNK_BYTES = 2**28
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
@@ -169,16 +174,27 @@ class MACEInteraction(nn.Module):
 
         self.cueq_convolution = CueqConvolution(self.conv_tp, method, device) if enabled else None
 
-    def forward(self, node_feats, node_onehot, edge_sh, radial, sender, receiver, table: NeighborTable | None):
+    def forward(
+        self,
+        node_feats,
+        node_onehot,
+        edge_sh,
+        radial,
+        sender,
+        receiver,
+        table: NeighborTable | None,
+        atoms_per_chunk: int | None = None,
+    ):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
-        weights = self.conv_weights(radial)  # [n_edges, weight_numel]
         if self.cueq_convolution is not None:
-            summed = self.cueq_convolution(h, edge_sh, weights, sender, receiver)
+            summed = self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver)
+        elif atoms_per_chunk is not None and atoms_per_chunk < len(h):
+            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, table, atoms_per_chunk)
         elif table.fill >= MIN_TABLE_FILL:
-            summed = self.convolution(h, edge_sh, weights, table)  # [n_nodes, mid.dim]
+            summed = self.convolution(h, edge_sh, self.conv_weights(radial), table)  # [n_nodes, mid.dim]
         else:  # very uneven neighbor counts: the padded table would waste memory, go edge by edge
-            messages = self.conv_tp(h[sender], edge_sh, weights)  # [n_edges, mid.dim]
+            messages = self.conv_tp(h[sender], edge_sh, self.conv_weights(radial))  # [n_edges, mid.dim]
             summed = scatter_sum(messages, receiver, len(h))
         if self.density_fn is None:
             a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
@@ -188,6 +204,41 @@ class MACEInteraction(nn.Module):
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
         return to_channels(a, self._target_blocks), skip
+
+    def chunked_convolution(
+        self, h, edge_sh, radial, sender, receiver, table: NeighborTable, atoms_per_chunk: int
+    ) -> torch.Tensor:
+        """The summed convolution ``[n_nodes, mid.dim]``, ``atoms_per_chunk`` receivers at a time.
+
+        Each chunk's radial weights and convolution run under activation checkpointing
+        (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept, and backward
+        recomputes the chunk. The largest tensors of a call, ``[atoms, neighbors, channels]`` per
+        path, then exist for one chunk at a time; each receiver's sum is the same as unchunked.
+        """
+        parts = []
+        for start in range(0, len(h), atoms_per_chunk):
+            stop = min(start + atoms_per_chunk, len(h))
+            edges = table.receiver_edges(start, stop)
+            parts.append(
+                checkpoint(
+                    self._rows_convolution,
+                    h,
+                    edge_sh,
+                    radial,
+                    sender,
+                    receiver,
+                    edges,
+                    start,
+                    stop - start,
+                    use_reentrant=False,
+                )
+            )
+        return torch.cat(parts)
+
+    def _rows_convolution(self, h, edge_sh, radial, sender, receiver, edges, start: int, rows: int) -> torch.Tensor:
+        """Convolution of the receivers ``[start, start + rows)``, whose edges are ``edges``."""
+        table = NeighborTable.build(sender[edges], receiver[edges] - start, rows)
+        return self.convolution(h, edge_sh[edges], self.conv_weights(radial[edges]), table)
 
 
 class MACE(nn.Module):
@@ -252,6 +303,7 @@ class MACE(nn.Module):
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
         self.coulomb = coulomb_block(c.long_range, c.num_channels)
         self.cueq_enabled, self.cueq_method = False, None  # see use_cueq
+        self.atoms_per_chunk: int | str | None = None  # see set_chunking
 
     def use_cueq(self, enabled: bool = True, method: str | None = None) -> None:
         """Evaluate every layer's convolution and symmetric contraction with cuequivariance.
@@ -261,12 +313,63 @@ class MACE(nn.Module):
         (``method="uniform_1d"``) run, elsewhere its PyTorch fallback (``"naive"``).
         ``enabled=False`` returns to molnet's own evaluation.
         """
+        if enabled and self.atoms_per_chunk is not None:
+            raise ConfigError("cuequivariance evaluates whole structures; call set_chunking(None) first")
         device = self.embedding.weight.device
         self.cueq_method = method if enabled else None
         self.cueq_enabled = enabled
         for interaction, product in zip(self.interactions, self.products):
             interaction.use_cueq(enabled, method, device)
             product.use_cueq(enabled, method, device)
+
+    def set_chunking(self, atoms_per_chunk: int | str | None) -> None:
+        """Evaluate each convolution and symmetric contraction ``atoms_per_chunk`` atoms at a time.
+
+        ``None``: whole structures; ``"auto"``: chunk a call whose estimated temporaries
+        (:meth:`temporary_bytes_per_atom`) exceed :data:`AUTO_CHUNK_ABOVE`, in chunks of about
+        :data:`CHUNK_BYTES`. Same numbers to rounding and a fraction of the memory for large
+        structures; backward recomputes each chunk (see :meth:`MACEInteraction.chunked_convolution`).
+        """
+        if (
+            atoms_per_chunk != "auto"
+            and atoms_per_chunk is not None
+            and (not isinstance(atoms_per_chunk, int) or atoms_per_chunk < 1)
+        ):
+            raise ConfigError(f"atoms_per_chunk must be >= 1, 'auto' or None, got {atoms_per_chunk!r}")
+        if atoms_per_chunk is not None and self.cueq_enabled:
+            raise ConfigError("chunked evaluation runs molnet's own convolution; call use_cueq(False) first")
+        self.atoms_per_chunk = atoms_per_chunk
+
+    def temporary_bytes_per_atom(self, max_neighbors: int, itemsize: int) -> list[int]:
+        """Estimated bytes per atom of each layer's largest temporaries (kept for backward unless chunked).
+
+        The convolution's per-neighbor tensors (``max_neighbors`` table slots per atom) plus the
+        symmetric contraction's largest intermediate, for ``itemsize``-byte floats.
+        """
+        return [
+            interaction.convolution.bytes_per_slot(itemsize) * max_neighbors + product.bytes_per_atom(itemsize)
+            for interaction, product in zip(self.interactions, self.products)
+        ]
+
+    def _chunk_size(self, num_nodes: int, max_neighbors: int, itemsize: int) -> int | None:
+        """Atoms per chunk for this call (None: whole structure)."""
+        if self.atoms_per_chunk != "auto":
+            return self.atoms_per_chunk
+        per_atom = self.temporary_bytes_per_atom(max_neighbors, itemsize)
+        if num_nodes * sum(per_atom) <= AUTO_CHUNK_ABOVE:
+            return None
+        return max(1, CHUNK_BYTES // max(per_atom))
+
+    def _product(self, product: SymmetricContraction, a, species, groups, chunk: int | None) -> torch.Tensor:
+        """The symmetric contraction, ``chunk`` atoms at a time under checkpointing (None: all at once)."""
+        if chunk is None or chunk >= len(a):
+            return product(a, species, groups)
+        return torch.cat(
+            [
+                checkpoint(product, a[start : start + chunk], species[start : start + chunk], use_reentrant=False)
+                for start in range(0, len(a), chunk)
+            ]
+        )
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""
@@ -288,10 +391,11 @@ class MACE(nn.Module):
         radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
         if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
-            groups, table = None, None
+            groups, table, chunk = None, None, None
         else:
             groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
             table = NeighborTable.build(inputs.sender, inputs.receiver, len(inputs.species))
+            chunk = self._chunk_size(len(inputs.species), table.edge.shape[1], vectors.element_size())
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
@@ -303,9 +407,9 @@ class MACE(nn.Module):
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
             a, skip = interaction(
-                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table
+                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table, chunk
             )  # a: [n_nodes, C, D]
-            h = linear(product(a, inputs.species, groups))
+            h = linear(self._product(product, a, inputs.species, groups, chunk))
             if skip is not None:
                 h = h + skip
             if update is not None:  # invariant update on the 0e channels only: equivariance is exact

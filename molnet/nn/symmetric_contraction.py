@@ -149,6 +149,11 @@ class SymmetricContraction(nn.Module):
 
         self.accelerated = CueqSymmetricContraction(self, method, device) if enabled else None
 
+    def bytes_per_atom(self, itemsize: int) -> int:
+        """Bytes per atom of the Horner evaluation's largest intermediates, ``[C, (2L+1)·D^(ν−1)]`` per output irrep."""
+        d = self.irreps_in.dim
+        return itemsize * self.num_channels * sum(dim * d ** (self.correlation - 1) for dim in self._out_dims)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "u_fingerprint"
         if key in state_dict:

@@ -1,5 +1,5 @@
 """A Coulomb model trained on the ion pair at 3–20 Å follows the reference tail beyond 20 Å; a
-local model cannot (``benchmarks/coulomb_ionpair.py`` records all four variants with Ewald)."""
+local model cannot (``benchmarks/coulomb_variants.py --system ionpair`` records all four variants with Ewald)."""
 
 import json
 import os

@@ -1,0 +1,122 @@
+"""Chunked evaluation (``Potential.set_chunking``) equals the whole-structure evaluation."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from torch_geometric.data import Batch
+
+from molnet.calculators.ase import MolNetCalculator
+from molnet.data import AtomicGraph
+from molnet.errors import ConfigError
+from molnet.models import build_model
+from tests.battery import acac, evaluate, periodic_cell
+
+#: six elements, two layers, L=2 features, a radial MLP with two hidden layers
+CONFIG = {
+    "name": "mace",
+    "elements": ["H", "C", "N", "O", "Na", "Cl"],
+    "r_max": 4.0,
+    "num_channels": 8,
+    "max_L": 2,
+    "max_ell": 2,
+    "correlation": 3,
+    "radial_MLP": [16, 16],
+    "num_interactions": 2,
+}
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    return build_model({**CONFIG, **overrides}, dtype=torch.float64).eval()
+
+
+def _structures() -> list[Atoms]:
+    """A molecule, a lone atom, a dense six-element salt cell and a sparse triclinic cell: uneven neighbor counts."""
+    salt = bulk("NaCl", "rocksalt", a=5.0, cubic=True).repeat((2, 1, 1))
+    salt.rattle(0.15, seed=2)
+    salt.numbers[[1, 6]] = [7, 8]  # N and O among the ions
+    molecule = acac()
+    molecule.numbers[4] = 7
+    return [molecule, Atoms("Cl", positions=[[0.0, 0.0, 0.0]]), salt, periodic_cell(3)]
+
+
+@pytest.mark.parametrize("atoms_per_chunk", [1, 5, 16])
+def test_chunked_energy_forces_stress_equal_the_whole_evaluation(atoms_per_chunk):
+    structures = _structures()
+    model = _model()
+    plain = evaluate(model, structures[2:], stress=True)
+    plain_molecules = evaluate(model, structures[:2])
+    model.set_chunking(atoms_per_chunk)
+    chunked = evaluate(model, structures[2:], stress=True)
+    chunked_molecules = evaluate(model, structures[:2])
+    for whole, parts in ((plain, chunked), (plain_molecules, chunked_molecules)):
+        for key in ("energy", "forces") + (("stress",) if "stress" in whole else ()):
+            torch.testing.assert_close(parts[key], whole[key], atol=1e-11, rtol=1e-12)
+
+
+def test_chunked_training_gradients_equal_the_whole_evaluation():
+    """The double backward of a force loss gives the same parameter gradients chunked and whole."""
+    structures = _structures()
+    batch = Batch.from_data_list([AtomicGraph.from_atoms(a, CONFIG["r_max"], dtype=torch.float64) for a in structures])
+
+    def gradients(model):
+        model.train()
+        out = model(batch, compute_forces=True, compute_stress=False, training=True)
+        loss = out["energy"].square().sum() + out["forces"].square().sum()
+        return torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+
+    model = _model()
+    whole = gradients(model)
+    model.set_chunking(3)
+    chunked = gradients(model)
+    assert len(whole) == len(chunked)
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_the_calculator_chunks_a_periodic_box_with_the_same_results():
+    atoms = bulk("NaCl", "rocksalt", a=5.2, cubic=True).repeat(2)
+    atoms.rattle(0.1, seed=5)
+    model = _model()
+    atoms.calc = MolNetCalculator(model, dtype="float64")
+    energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    chunked = atoms.copy()
+    chunked.calc = MolNetCalculator(_model(), dtype="float64", atoms_per_chunk=10)
+    assert chunked.get_potential_energy() == pytest.approx(energy, abs=1e-10, rel=0)
+    np.testing.assert_allclose(chunked.get_forces(), forces, atol=1e-11, rtol=0)
+    np.testing.assert_allclose(chunked.get_stress(), stress, atol=1e-12, rtol=0)
+
+
+def test_auto_chunks_only_large_calls_and_gives_the_same_results(monkeypatch):
+    """ "auto" chunks where the estimated temporaries exceed AUTO_CHUNK_ABOVE, in chunks of CHUNK_BYTES."""
+    import molnet.nn.mace as mace
+
+    structures = _structures()[2:]
+    model = _model()
+    whole = evaluate(model, structures, stress=True)
+    model.set_chunking("auto")
+    per_atom = model.body.temporary_bytes_per_atom(max_neighbors=40, itemsize=8)
+    assert model.body._chunk_size(10, 40, 8) is None  # small: whole
+    monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
+    monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))
+    assert model.body._chunk_size(10, 40, 8) == 3
+    chunked = evaluate(model, structures, stress=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(chunked[key], whole[key], atol=1e-11, rtol=1e-12)
+
+
+def test_chunking_refuses_what_it_cannot_do():
+    model = _model()
+    for wrong in (0, "big", 2.5):
+        with pytest.raises(ConfigError, match="atoms_per_chunk must be >= 1, 'auto' or None"):
+            model.set_chunking(wrong)
+    model.set_chunking(4)
+    with pytest.raises(ConfigError, match="do not combine"):
+        model.compile_inference()
+    with pytest.raises(ConfigError, match="set_chunking\\(None\\) first"):
+        model.use_cueq()
+    mpnn = build_model({"name": "mpnn", "elements": ["H", "O"], "r_max": 4.0})
+    with pytest.raises(ConfigError, match="mace family only"):
+        mpnn.set_chunking(4)
