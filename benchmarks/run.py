@@ -4,7 +4,7 @@ Run with molnet's interpreter from the repository root::
 
     .venv/bin/python benchmarks/run.py params
     .venv/bin/python benchmarks/run.py speed [--quick] [--sizes 15,150,600,2400] [--max-atoms 10000]
-    .venv/bin/python benchmarks/run.py memory [--quick]
+    .venv/bin/python benchmarks/run.py memory [--quick] [--molnet-chunk '"auto"' --sizes 2400,5000,10000 --max-atoms 10000]
     .venv/bin/python benchmarks/run.py training [--quick]
     .venv/bin/python benchmarks/run.py accuracy [--datasets acac,acac600,ethanol]
         [--families mace,mpnn,ponita,csmpn,mace-torch] [--seeds 0,1] [--epochs 25] [--quick]
@@ -464,60 +464,79 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                 )
 
 
+def memory_worker(backend: str, dtype: str, structure: "Structure", hyper: dict, tmp: Path, args, chunk=None) -> dict:
+    """Peak RSS and seconds per call of one fresh worker process evaluating one structure."""
+    cmd = [
+        python_of(backend, args),
+        str(WORKER),
+        "memory",
+        "--backend",
+        backend,
+        "--dtype",
+        dtype,
+        "--threads",
+        str(args.threads),
+        "--elements",
+        json.dumps(ELEMENTS),
+        "--hyper",
+        json.dumps(mace_hyper(hyper, args) if backend == "mace" else hyper),
+        "--structures",
+        str(tmp / "structures.xyz"),
+        "--index",
+        str(structure.index),
+        "--calls",
+        str(args.memory_calls),
+        *(["--atoms-per-chunk", json.dumps(chunk)] if chunk is not None else []),
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{backend} memory worker failed:\n{done.stderr[-3000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r["working_mib"] = r["maxrss_peak_mib"] - r["maxrss_built_mib"]
+    return r
+
+
 def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
-    """Peak RSS of a fresh process that builds the model and evaluates one structure."""
+    """Peak RSS of a fresh process that builds the model and evaluates one structure.
+
+    Sides: molnet whole (up to ``--whole-max-atoms``), molnet chunked (with ``--molnet-chunk``)
+    and mace-torch (up to ``--mace-max-atoms``), alternating their order per structure.
+    """
     structures = build_structures(args.sizes, tmp / "structures.xyz", args.seed)
     hyper = hyperparameters(args.channels[0], args.max_l[0], average_neighbors(5.0), args.correlation)
     for dtype in args.dtypes:
         for k, s in enumerate(structures):
-            order = ("molnet", "mace") if k % 2 == 0 else ("mace", "molnet")
-            sides = {}
-            for b in order:
-                cmd = [
-                    python_of(b, args),
-                    str(WORKER),
-                    "memory",
-                    "--backend",
-                    b,
-                    "--dtype",
-                    dtype,
-                    "--threads",
-                    str(args.threads),
-                    "--elements",
-                    json.dumps(ELEMENTS),
-                    "--hyper",
-                    json.dumps(mace_hyper(hyper, args) if b == "mace" else hyper),
-                    "--structures",
-                    str(tmp / "structures.xyz"),
-                    "--index",
-                    str(s.index),
-                    "--calls",
-                    str(args.memory_calls),
-                ]
-                done = subprocess.run(
-                    cmd, capture_output=True, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT
-                )
-                if done.returncode != 0:
-                    raise RuntimeError(f"{b} memory worker failed:\n{done.stderr[-3000:]}")
-                r = json.loads(done.stdout.strip().splitlines()[-1])
-                r["working_mib"] = r["maxrss_peak_mib"] - r["maxrss_built_mib"]
-                sides[b] = r
-            emit(
-                "memory",
-                {
-                    "structure": s.label,
-                    "n_atoms": s.n_atoms,
-                    "dtype": dtype,
-                    "hyper": hyper,
-                    "mace_use_reduced_cg": args.mace_reduced_cg,
-                    "calls": args.memory_calls,
-                    "molnet": sides["molnet"],
-                    "mace": sides["mace"],
-                    "peak_ratio_molnet_over_mace": sides["molnet"]["maxrss_peak_mib"]
-                    / sides["mace"]["maxrss_peak_mib"],
-                },
-                args,
-            )
+            sides = {"molnet": ("molnet", None)} if s.n_atoms <= args.whole_max_atoms else {}
+            if args.molnet_chunk is not None:
+                sides["molnet_chunked"] = ("molnet", args.molnet_chunk)
+            if s.n_atoms <= args.mace_max_atoms:
+                sides["mace"] = ("mace", None)
+            order = list(sides) if k % 2 == 0 else list(reversed(sides))
+            results = {
+                label: memory_worker(*sides[label][:1], dtype, s, hyper, tmp, args, sides[label][1]) for label in order
+            }
+            record = {
+                "structure": s.label,
+                "n_atoms": s.n_atoms,
+                "dtype": dtype,
+                "hyper": hyper,
+                "mace_use_reduced_cg": args.mace_reduced_cg,
+                "calls": args.memory_calls,
+                "molnet_chunk": args.molnet_chunk,
+                **results,
+            }
+            for label in ("molnet", "molnet_chunked"):
+                if label in results and "mace" in results:
+                    suffix = "" if label == "molnet" else "_chunked"
+                    record[f"peak_ratio_molnet{suffix}_over_mace"] = (
+                        results[label]["maxrss_peak_mib"] / results["mace"]["maxrss_peak_mib"]
+                    )
+                    record[f"last_call_ratio_mace_over_molnet{suffix}"] = (
+                        results["mace"]["seconds_per_call"][-1] / results[label]["seconds_per_call"][-1]
+                    )
+            emit("memory", record, args)
 
 
 def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
@@ -796,6 +815,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-calls", type=int, default=20, help="calls per timed block at most")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls (or training steps) before timing")
     parser.add_argument("--memory-calls", type=int, default=2)
+    parser.add_argument(
+        "--molnet-chunk",
+        type=json.loads,
+        default=None,
+        help="memory: also measure molnet with set_chunking(VALUE), an atom count or '\"auto\"'",
+    )
+    parser.add_argument("--whole-max-atoms", type=int, default=2400, help="memory: molnet whole up to this size")
+    parser.add_argument("--mace-max-atoms", type=int, default=2400, help="memory: mace-torch up to this size")
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,9 +14,9 @@ Two ways to run it:
   ``check`` (energy/forces/edge count of one structure), ``time`` (energy+forces calls on one
   structure, each timed), ``train`` (optimizer steps on a fixed batch, each timed), ``quit``.
 - ``worker.py memory --backend B --dtype D --threads T --hyper JSON --structures FILE --index I
-  --calls K``: a fresh process that builds the model, evaluates one structure K times and
-  reports ``ru_maxrss`` (peak resident set size) before and after; the driver starts one per
-  measurement so that peaks do not carry over.
+  --calls K [--atoms-per-chunk N|'"auto"']``: a fresh process that builds the model, evaluates
+  one structure K times (each timed) and reports ``ru_maxrss`` (peak resident set size) before
+  and after; the driver starts one per measurement so that peaks do not carry over.
 
 The timed call is the inference path of each package's ASE calculator: neighbor list and
 graph from an ``ase.Atoms`` (molnet: ``AtomicGraph.from_atoms``; mace-torch:
@@ -65,13 +65,22 @@ class MolnetBackend:
 
         return {"torch": torch.__version__, "e3nn": e3nn.__version__, "molnet": getattr(molnet, "__version__", "?")}
 
-    def build(self, elements: list[str], hyper: dict[str, Any], compile: bool = False, cueq: bool = False) -> None:
+    def build(
+        self,
+        elements: list[str],
+        hyper: dict[str, Any],
+        compile: bool = False,
+        cueq: bool = False,
+        atoms_per_chunk: int | str | None = None,
+    ) -> None:
         from molnet.models.registry import build_model
 
         config = {"name": "mace", "elements": list(elements), **hyper}
         self.model = build_model(config, dtype=self.dtype).eval()
         if cueq:
             self.model.use_cueq()
+        if atoms_per_chunk is not None:
+            self.model.set_chunking(atoms_per_chunk)
         if compile:
             self.model.compile_inference()
         self.r_max = float(hyper["r_max"])
@@ -350,18 +359,23 @@ def measure_memory(args: argparse.Namespace) -> dict:
     set_threads(args.threads)
     rss_start = maxrss_mib()
     backend = BACKENDS[args.backend](DTYPES[args.dtype])
-    backend.build(json.loads(args.elements), json.loads(args.hyper))
+    chunking = {} if args.atoms_per_chunk is None else {"atoms_per_chunk": json.loads(args.atoms_per_chunk)}
+    backend.build(json.loads(args.elements), json.loads(args.hyper), **chunking)
     atoms = ase.io.read(args.structures, index=args.index)
     rss_built = maxrss_mib()
-    n_edges = 0
+    n_edges, seconds = 0, []
     for _ in range(args.calls):
+        start = time.perf_counter()
         batch = backend.collate([backend.graph(atoms)])
         n_edges = backend.num_edges(batch)
-        backend.evaluate(batch)
+        energy, _ = backend.evaluate(batch)
+        seconds.append(time.perf_counter() - start)
         del batch
     return {
         "n_atoms": len(atoms),
         "n_edges": n_edges,
+        "energy": float(energy.sum()),
+        "seconds_per_call": seconds,
         "maxrss_start_mib": rss_start,
         "maxrss_built_mib": rss_built,
         "maxrss_peak_mib": maxrss_mib(),
@@ -380,6 +394,7 @@ def main() -> None:
     parser.add_argument("--structures", help="extxyz file (memory mode)")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--calls", type=int, default=2)
+    parser.add_argument("--atoms-per-chunk", default=None, help='molnet: JSON int or "auto" (memory mode)')
     args = parser.parse_args()
     # The protocol owns the original stdout; whatever libraries print goes to stderr.
     replies = os.fdopen(os.dup(1), "w")
