@@ -42,9 +42,11 @@ class MolNetCalculator(Calculator):
         cuequivariance (:meth:`Potential.use_cueq`; needs ``pip install 'molnet[cueq]'``, and
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
     atoms_per_chunk
-        Evaluate a ``mace`` model's message passing this many atoms at a time, or ``"auto"``:
-        only where a call's temporaries would exceed about 1 GiB (:meth:`Potential.set_chunking`).
-        For structures that do not fit in memory otherwise; same numbers. Off (None) by default.
+        Evaluate a ``mace`` model's message passing this many atoms at a time; ``"auto"`` (the
+        default): only calls whose temporaries would exceed 256 MiB are chunked
+        (:meth:`Potential.set_chunking`); ``None``: whole structures. Same numbers; a fraction of
+        the memory, and faster from hundreds of atoms (`benchmarks/README.md`). The ``compile``
+        and ``cueq`` paths evaluate whole structures.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions; models
@@ -62,7 +64,7 @@ class MolNetCalculator(Calculator):
         skin: float = 0.5,
         compile: bool = False,
         cueq: bool = False,
-        atoms_per_chunk: int | str | None = None,
+        atoms_per_chunk: int | str | None = "auto",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,7 +79,7 @@ class MolNetCalculator(Calculator):
             self.model = load(model, dtype=self.torch_dtype, device=device)
         if cueq:
             self.model.use_cueq()
-        if atoms_per_chunk is not None:
+        if not (cueq or compile) or atoms_per_chunk not in ("auto", None):
             self.model.set_chunking(atoms_per_chunk)
         if compile:
             self.model.compile_inference()

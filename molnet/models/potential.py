@@ -66,26 +66,31 @@ class Potential(nn.Module):
         Energies, forces and stress equal the eager path's to rounding (tested); training
         (``training=True``, which needs double backward) always runs eagerly. The first call per
         new kind of input compiles (tens of seconds on a CPU), so this pays off for long MD runs of
-        one system, not for a few evaluations. Returns ``self``.
+        one system, not for a few evaluations. The compiled path evaluates whole structures
+        (chunking, :meth:`set_chunking`, is turned off). Returns ``self``.
         """
-        if getattr(self.body, "atoms_per_chunk", None) is not None:
-            raise ConfigError("torch.compile and chunked evaluation do not combine; call set_chunking(None) first")
+        if hasattr(self.body, "set_chunking"):
+            self.body.set_chunking(None)
         self._inference_body = torch.compile(self.body.forward, dynamic=True)
         return self
 
     def set_chunking(self, atoms_per_chunk: int | str | None) -> "Potential":
         """Evaluate large structures ``atoms_per_chunk`` atoms at a time (``mace`` family).
 
-        ``None``: off; ``"auto"``: only calls whose temporaries would exceed about 1 GiB are
-        chunked, in chunks of about 256 MiB (:meth:`molnet.nn.mace.MACE.set_chunking`).
+        ``"auto"`` (the default of every MACE): evaluations whose temporaries would exceed
+        256 MiB (4 GiB in train mode) are chunked, in chunks of about 160 MiB
+        (:meth:`molnet.nn.mace.MACE.set_chunking`); an int: that many atoms per chunk; ``None``:
+        whole structures.
 
         The per-neighbor tensors of each message-passing layer then exist for one chunk of
         receiving atoms at a time, and backward recomputes them chunk by chunk (activation
-        checkpointing): peak memory falls to a fraction, energies, forces and stress are the
-        same to rounding (tested), and an energy + forces call takes about a third longer. Use it
-        when a structure does not fit in memory otherwise. Returns ``self``.
+        checkpointing): energies, forces and stress are the same to rounding (tested), and peak
+        memory falls to a fraction (`benchmarks/README.md`). Families without chunking accept
+        ``"auto"`` and ``None`` and refuse a chunk size. Returns ``self``.
         """
         if not hasattr(self.body, "set_chunking"):
+            if atoms_per_chunk in ("auto", None):
+                return self
             raise ConfigError(f"chunked evaluation exists for the mace family only, not {self.config.get('name')!r}")
         if atoms_per_chunk is not None and self._inference_body is not None:
             raise ConfigError("torch.compile and chunked evaluation do not combine; load the model without compile")
@@ -116,6 +121,8 @@ class Potential(nn.Module):
         clone.load_state_dict(self.state_dict())
         if getattr(self.body, "cueq_enabled", False):
             clone.use_cueq(True, self.body.cueq_method)
+        if hasattr(self.body, "atoms_per_chunk"):
+            clone.body.atoms_per_chunk = self.body.atoms_per_chunk
         clone.train(self.training)
         for p_clone, p_self in zip(clone.parameters(), self.parameters()):
             p_clone.requires_grad_(p_self.requires_grad)

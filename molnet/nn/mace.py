@@ -34,10 +34,12 @@ from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
 #: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
 MIN_TABLE_FILL = 0.25
-#: ``set_chunking("auto")`` chunks a call whose estimated temporaries exceed this many bytes …
-AUTO_CHUNK_ABOVE = 2**30
+#: ``set_chunking("auto")`` chunks an evaluation whose estimated temporaries exceed this many bytes …
+AUTO_CHUNK_ABOVE = 2**28
+#: … or, in train mode (where the double backward recomputes every chunk), this many …
+AUTO_CHUNK_ABOVE_TRAINING = 2**32
 #: … into chunks whose temporaries stay near this many bytes.
-CHUNK_BYTES = 2**28
+CHUNK_BYTES = 160 * 2**20
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
@@ -303,7 +305,7 @@ class MACE(nn.Module):
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
         self.coulomb = coulomb_block(c.long_range, c.num_channels)
         self.cueq_enabled, self.cueq_method = False, None  # see use_cueq
-        self.atoms_per_chunk: int | str | None = None  # see set_chunking
+        self.atoms_per_chunk: int | str | None = "auto"  # see set_chunking
 
     def use_cueq(self, enabled: bool = True, method: str | None = None) -> None:
         """Evaluate every layer's convolution and symmetric contraction with cuequivariance.
@@ -311,10 +313,10 @@ class MACE(nn.Module):
         Same parameters, same files, same numbers to rounding (tested); see :mod:`molnet.nn.cueq`.
         Call it after moving the model to its device: on CUDA cuequivariance's kernels
         (``method="uniform_1d"``) run, elsewhere its PyTorch fallback (``"naive"``).
-        ``enabled=False`` returns to molnet's own evaluation.
+        ``enabled=False`` returns to molnet's own evaluation. cuequivariance evaluates whole
+        structures: enabling it turns chunking off, disabling it restores ``"auto"``.
         """
-        if enabled and self.atoms_per_chunk is not None:
-            raise ConfigError("cuequivariance evaluates whole structures; call set_chunking(None) first")
+        self.atoms_per_chunk = None if enabled else "auto"
         device = self.embedding.weight.device
         self.cueq_method = method if enabled else None
         self.cueq_enabled = enabled
@@ -325,10 +327,12 @@ class MACE(nn.Module):
     def set_chunking(self, atoms_per_chunk: int | str | None) -> None:
         """Evaluate each convolution and symmetric contraction ``atoms_per_chunk`` atoms at a time.
 
-        ``None``: whole structures; ``"auto"``: chunk a call whose estimated temporaries
-        (:meth:`temporary_bytes_per_atom`) exceed :data:`AUTO_CHUNK_ABOVE`, in chunks of about
-        :data:`CHUNK_BYTES`. Same numbers to rounding and a fraction of the memory for large
-        structures; backward recomputes each chunk (see :meth:`MACEInteraction.chunked_convolution`).
+        ``None``: whole structures; ``"auto"`` (the default): chunk a call whose estimated
+        temporaries (:meth:`temporary_bytes_per_atom`) exceed :data:`AUTO_CHUNK_ABOVE` (in train
+        mode :data:`AUTO_CHUNK_ABOVE_TRAINING`), in chunks of about :data:`CHUNK_BYTES`. Same
+        numbers to rounding, a fraction of the memory and, for inference from about a hundred
+        atoms, less time (smaller working sets); backward recomputes each chunk (see
+        :meth:`MACEInteraction.chunked_convolution`), which makes a training step slower.
         """
         if (
             atoms_per_chunk != "auto"
@@ -356,7 +360,7 @@ class MACE(nn.Module):
         if self.atoms_per_chunk != "auto":
             return self.atoms_per_chunk
         per_atom = self.temporary_bytes_per_atom(max_neighbors, itemsize)
-        if num_nodes * sum(per_atom) <= AUTO_CHUNK_ABOVE:
+        if num_nodes * sum(per_atom) <= (AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE):
             return None
         return max(1, CHUNK_BYTES // max(per_atom))
 

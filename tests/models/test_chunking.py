@@ -45,7 +45,7 @@ def _structures() -> list[Atoms]:
 @pytest.mark.parametrize("atoms_per_chunk", [1, 5, 16])
 def test_chunked_energy_forces_stress_equal_the_whole_evaluation(atoms_per_chunk):
     structures = _structures()
-    model = _model()
+    model = _model().set_chunking(None)
     plain = evaluate(model, structures[2:], stress=True)
     plain_molecules = evaluate(model, structures[:2])
     model.set_chunking(atoms_per_chunk)
@@ -67,7 +67,7 @@ def test_chunked_training_gradients_equal_the_whole_evaluation():
         loss = out["energy"].square().sum() + out["forces"].square().sum()
         return torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
 
-    model = _model()
+    model = _model().set_chunking(None)
     whole = gradients(model)
     model.set_chunking(3)
     chunked = gradients(model)
@@ -80,7 +80,7 @@ def test_the_calculator_chunks_a_periodic_box_with_the_same_results():
     atoms = bulk("NaCl", "rocksalt", a=5.2, cubic=True).repeat(2)
     atoms.rattle(0.1, seed=5)
     model = _model()
-    atoms.calc = MolNetCalculator(model, dtype="float64")
+    atoms.calc = MolNetCalculator(model, dtype="float64", atoms_per_chunk=None)
     energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     chunked = atoms.copy()
     chunked.calc = MolNetCalculator(_model(), dtype="float64", atoms_per_chunk=10)
@@ -94,7 +94,7 @@ def test_auto_chunks_only_large_calls_and_gives_the_same_results(monkeypatch):
     import molnet.nn.mace as mace
 
     structures = _structures()[2:]
-    model = _model()
+    model = _model().set_chunking(None)
     whole = evaluate(model, structures, stress=True)
     model.set_chunking("auto")
     per_atom = model.body.temporary_bytes_per_atom(max_neighbors=40, itemsize=8)
@@ -102,6 +102,11 @@ def test_auto_chunks_only_large_calls_and_gives_the_same_results(monkeypatch):
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
     monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))
     assert model.body._chunk_size(10, 40, 8) == 3
+    model.train()  # a training step recomputes chunks: auto chunks only above its own threshold
+    assert model.body._chunk_size(10, 40, 8) is None
+    monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE_TRAINING", 0)
+    assert model.body._chunk_size(10, 40, 8) == 3
+    model.eval()
     chunked = evaluate(model, structures, stress=True)
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(chunked[key], whole[key], atol=1e-11, rtol=1e-12)
@@ -112,11 +117,18 @@ def test_chunking_refuses_what_it_cannot_do():
     for wrong in (0, "big", 2.5):
         with pytest.raises(ConfigError, match="atoms_per_chunk must be >= 1, 'auto' or None"):
             model.set_chunking(wrong)
-    model.set_chunking(4)
+    assert model.body.atoms_per_chunk == "auto"  # the default
+    model.use_cueq()  # cuequivariance evaluates whole structures
+    assert model.body.atoms_per_chunk is None
+    with pytest.raises(ConfigError, match="use_cueq\\(False\\) first"):
+        model.set_chunking(4)
+    model.use_cueq(False)
+    assert model.body.atoms_per_chunk == "auto"
+    model.compile_inference()  # so does the compiled path
+    assert model.body.atoms_per_chunk is None
     with pytest.raises(ConfigError, match="do not combine"):
-        model.compile_inference()
-    with pytest.raises(ConfigError, match="set_chunking\\(None\\) first"):
-        model.use_cueq()
+        model.set_chunking(4)
     mpnn = build_model({"name": "mpnn", "elements": ["H", "O"], "r_max": 4.0})
+    assert mpnn.set_chunking("auto") is mpnn  # nothing to chunk
     with pytest.raises(ConfigError, match="mace family only"):
         mpnn.set_chunking(4)
