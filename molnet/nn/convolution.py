@@ -37,15 +37,11 @@ class NeighborTable:
         sender: ``[n_nodes, max_neighbors]`` sender atom of each slot (0 for empty slots, whose
             edge quantities are zero)
         num_edges: number of real edges
-        order: ``[E]`` the edges sorted by receiver (stable: edge order within a receiver)
-        offsets: ``[n_nodes + 1]`` position in ``order`` of each receiver's first edge
     """
 
     edge: torch.Tensor
     sender: torch.Tensor
     num_edges: int
-    order: torch.Tensor
-    offsets: torch.Tensor
 
     @classmethod
     def build(cls, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> "NeighborTable":
@@ -61,12 +57,7 @@ class NeighborTable:
         edge[sorted_receiver, slot] = order
         padded_sender = torch.zeros((num_nodes, width), dtype=torch.long, device=receiver.device)
         padded_sender[sorted_receiver, slot] = sender[order]
-        offsets = torch.cat([start, start.new_full((1,), num_edges)])
-        return cls(edge=edge, sender=padded_sender, num_edges=num_edges, order=order, offsets=offsets)
-
-    def receiver_edges(self, start: int, stop: int) -> torch.Tensor:
-        """Indices ``[E_rows]`` of the edges whose receiver lies in ``[start, stop)``, grouped by receiver."""
-        return self.order[int(self.offsets[start]) : int(self.offsets[stop])]
+        return cls(edge=edge, sender=padded_sender, num_edges=num_edges)
 
     @property
     def fill(self) -> float:
@@ -78,6 +69,45 @@ class NeighborTable:
         """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbors, *shape]``, zero in empty slots."""
         padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
         return padded[self.edge]
+
+
+@dataclass(frozen=True)
+class ReceiverChunks:
+    """The atoms in order of neighbor count, cut into chunks of ``size``, each with its edges.
+
+    Atoms of similar neighbor count share a chunk, so each chunk's padded table (built per chunk)
+    is nearly full whatever the spread of counts in the structure.
+
+    Attributes:
+        nodes: ``[n_nodes]`` atoms by ascending neighbor count (stable)
+        rank: ``[n_nodes]`` position of each atom in ``nodes``
+        edges: ``[E]`` edge indices grouped by receiver in the order of ``nodes`` (edge order within)
+        offsets: ``[n_nodes + 1]`` position in ``edges`` of the first edge of ``nodes[k]``
+        size: atoms per chunk
+    """
+
+    nodes: torch.Tensor
+    rank: torch.Tensor
+    edges: torch.Tensor
+    offsets: torch.Tensor
+    size: int
+
+    @classmethod
+    def build(cls, receiver: torch.Tensor, num_nodes: int, size: int) -> "ReceiverChunks":
+        counts = torch.bincount(receiver, minlength=num_nodes)  # [n_nodes]
+        nodes = torch.argsort(counts, stable=True)
+        rank = torch.empty_like(nodes)
+        rank[nodes] = torch.arange(num_nodes, device=receiver.device)
+        edges = torch.argsort(rank[receiver], stable=True)
+        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])
+        return cls(nodes=nodes, rank=rank, edges=edges, offsets=offsets, size=size)
+
+    def __iter__(self):
+        """``(start, stop, edges [E_chunk])`` per chunk: the atoms ``nodes[start:stop]`` and their edges."""
+        num_nodes = len(self.nodes)
+        for start in range(0, num_nodes, self.size):
+            stop = min(start + self.size, num_nodes)
+            yield start, stop, self.edges[int(self.offsets[start]) : int(self.offsets[stop])]
 
 
 class NeighborConvolution(nn.Module):

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
-from molnet.nn.convolution import NeighborConvolution, NeighborTable
+from molnet.nn.convolution import NeighborConvolution, NeighborTable, ReceiverChunks
 from molnet.nn.inputs import GraphInputs, scatter_sum
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
@@ -185,14 +185,14 @@ class MACEInteraction(nn.Module):
         sender,
         receiver,
         table: NeighborTable | None,
-        atoms_per_chunk: int | None = None,
+        chunks: ReceiverChunks | None = None,
     ):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
         if self.cueq_convolution is not None:
             summed = self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver)
-        elif atoms_per_chunk is not None and atoms_per_chunk < len(h):
-            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, table, atoms_per_chunk)
+        elif chunks is not None:
+            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)
         elif table.fill >= MIN_TABLE_FILL:
             summed = self.convolution(h, edge_sh, self.conv_weights(radial), table)  # [n_nodes, mid.dim]
         else:  # very uneven neighbor counts: the padded table would waste memory, go edge by edge
@@ -207,10 +207,8 @@ class MACEInteraction(nn.Module):
             a = self.element_mix(a, node_onehot)
         return to_channels(a, self._target_blocks), skip
 
-    def chunked_convolution(
-        self, h, edge_sh, radial, sender, receiver, table: NeighborTable, atoms_per_chunk: int
-    ) -> torch.Tensor:
-        """The summed convolution ``[n_nodes, mid.dim]``, ``atoms_per_chunk`` receivers at a time.
+    def chunked_convolution(self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks) -> torch.Tensor:
+        """The summed convolution ``[n_nodes, mid.dim]``, one chunk of receiving atoms at a time.
 
         Each chunk's radial weights and convolution run under activation checkpointing
         (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept, and backward
@@ -218,9 +216,8 @@ class MACEInteraction(nn.Module):
         path, then exist for one chunk at a time; each receiver's sum is the same as unchunked.
         """
         parts = []
-        for start in range(0, len(h), atoms_per_chunk):
-            stop = min(start + atoms_per_chunk, len(h))
-            edges = table.receiver_edges(start, stop)
+        for start, stop, edges in chunks:
+            local_receiver = chunks.rank[receiver[edges]] - start  # [E_chunk] row in the chunk's table
             parts.append(
                 checkpoint(
                     self._rows_convolution,
@@ -228,18 +225,17 @@ class MACEInteraction(nn.Module):
                     edge_sh,
                     radial,
                     sender,
-                    receiver,
+                    local_receiver,
                     edges,
-                    start,
                     stop - start,
                     use_reentrant=False,
                 )
             )
-        return torch.cat(parts)
+        return torch.cat(parts)[chunks.rank]  # back from count order to atom order
 
-    def _rows_convolution(self, h, edge_sh, radial, sender, receiver, edges, start: int, rows: int) -> torch.Tensor:
-        """Convolution of the receivers ``[start, start + rows)``, whose edges are ``edges``."""
-        table = NeighborTable.build(sender[edges], receiver[edges] - start, rows)
+    def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, edges, rows: int) -> torch.Tensor:
+        """Convolution of ``rows`` receiving atoms whose edges are ``edges`` (receivers numbered from 0)."""
+        table = NeighborTable.build(sender[edges], local_receiver, rows)
         return self.convolution(h, edge_sh[edges], self.conv_weights(radial[edges]), table)
 
 
@@ -395,11 +391,18 @@ class MACE(nn.Module):
         radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
         if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
-            groups, table, chunk = None, None, None
+            groups, table, chunk, chunks = None, None, None, None
         else:
             groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
-            table = NeighborTable.build(inputs.sender, inputs.receiver, len(inputs.species))
-            chunk = self._chunk_size(len(inputs.species), table.edge.shape[1], vectors.element_size())
+            n_nodes = len(inputs.species)
+            counts = torch.bincount(inputs.receiver, minlength=n_nodes)
+            width = int(counts.max()) if len(inputs.receiver) else 0
+            chunk = self._chunk_size(n_nodes, width, vectors.element_size())
+            if chunk is None or chunk >= n_nodes:
+                chunk, chunks = None, None
+                table = NeighborTable.build(inputs.sender, inputs.receiver, n_nodes)
+            else:
+                table, chunks = None, ReceiverChunks.build(inputs.receiver, n_nodes, chunk)
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
@@ -411,7 +414,7 @@ class MACE(nn.Module):
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
             a, skip = interaction(
-                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table, chunk
+                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table, chunks
             )  # a: [n_nodes, C, D]
             h = linear(self._product(product, a, inputs.species, groups, chunk))
             if skip is not None:
