@@ -90,7 +90,8 @@ def variants(system: System) -> dict:
     return {"local": None, "ewald": system.ewald, "coulomb": COULOMB, "ewald+coulomb": [system.ewald, COULOMB]}
 
 
-def train(system: System, label: str, long_range, epochs: int, work: Path) -> Path:
+def train(system: System, label: str, long_range, epochs: int, work: Path, extra: tuple[str, ...] = ()) -> Path:
+    """``molnet train`` of the system's configuration with ``long_range`` (and ``extra`` CLI options)."""
     import yaml
 
     config = ROOT / system.config
@@ -111,6 +112,7 @@ def train(system: System, label: str, long_range, epochs: int, work: Path) -> Pa
         "false",
         "--model",
         json.dumps(model),
+        *extra,
     ]
     run.run_logged(cmd, run.worker_env(1), work / f"{label}.log")
     return run_dir / "model.safetensors"

@@ -100,8 +100,11 @@ def test_auto_chunks_only_large_calls_and_gives_the_same_results(monkeypatch):
     per_atom = model.body.temporary_bytes_per_atom(max_neighbors=40, itemsize=8)
     assert model.body._chunk_size(10, 40, 8) is None  # small: whole
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
-    monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))
+    monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))  # fewer than CHUNK_ATOMS
     assert model.body._chunk_size(10, 40, 8) == 3
+    monkeypatch.setattr(mace, "CHUNK_BYTES", 2**40)
+    assert model.body._chunk_size(10, 40, 8) == mace.CHUNK_ATOMS
+    monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))
     model.train()  # a training step recomputes chunks: auto chunks only above its own threshold
     assert model.body._chunk_size(10, 40, 8) is None
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE_TRAINING", 0)
