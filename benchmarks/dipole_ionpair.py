@@ -6,8 +6,8 @@ Run with molnet's interpreter from the repository root::
 
 ``configs/mace_ewald_ionpair.yaml`` with ``long_range: {name: coulomb}`` is trained with
 ``molnet train`` on the 200 structures of ``data/longrange/ionpair/dipoles_train.xyz`` (GFN2-xTB
-energies, forces, dipoles and Mulliken charges from tblite), once on energies and forces only and
-once with a dipole loss (``dipole_weight`` 10), and evaluated on the 100 held-back structures of
+energies, forces, dipoles and Mulliken charges from tblite), on energies and forces only and
+with a dipole loss (``dipole_weight`` 10 and 1), and evaluated on the 100 held-back structures of
 ``dipoles_test.xyz``. A charge-free model has no dipole at all: its error is the mean absolute
 reference component, printed as the baseline. One JSON line per model is printed and appended to
 ``benchmarks/results/coulomb.jsonl``.
@@ -29,16 +29,18 @@ import run  # noqa: E402  (record helpers)
 from coulomb_variants import COULOMB, SYSTEMS, train  # noqa: E402
 
 DATA = HERE.parent / "data" / "longrange" / "ionpair"
-#: label → extra ``molnet train`` options
+#: name → (label, extra ``molnet train`` options)
 RUNS = {
-    "coulomb, energy + forces": (),
-    "coulomb, energy + forces + dipoles": ("--training.dipole_weight", "10.0"),
+    "ef": ("coulomb, energy + forces", ()),
+    "ef+dipoles10": ("coulomb, energy + forces + dipoles", ("--training.dipole_weight", "10.0")),
+    "ef+dipoles1": ("coulomb, energy + forces + dipoles (weight 1)", ("--training.dipole_weight", "1.0")),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     args.quick, args.omp_wait_policy, args.threads = False, None, 1
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = 1000 * float(np.abs(np.stack([a.info["REF_dipole"] for a in test])).mean())
     files = ("--data.train_file", str(DATA / "dipoles_train.xyz"), "--data.test_file", str(DATA / "dipoles_test.xyz"))
     with tempfile.TemporaryDirectory() as tmp:
-        for label, extra in RUNS.items():
+        for label, extra in (RUNS[name] for name in args.runs):
             work = Path(tmp) / str(len(list(Path(tmp).iterdir())))
             work.mkdir()
             path = train(SYSTEMS["ionpair"], "model", COULOMB, args.epochs, work, files + extra)

@@ -2,13 +2,16 @@
 
 Run with molnet's interpreter from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_mace.py [--sizes 15 600 2400] [--foundation 512] [--no-save]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_mace.py [--sizes 15 600 2400] [--foundation 512] [--whole] [--no-save]
 
 Two shapes, random weights, float64, one thread:
   * mace-torch's default size (C=128, L=1, max_ell 3, ν=3, 2 layers, r_max 5 Å; 3 elements) on the
     AcAc molecule (15 atoms) and liquid AcAc boxes (``run.py``'s structures);
   * MACE-MP-0-medium's shape (89 elements, C=128, L=1, max_ell 3, ν=3, r_max 6 Å, ZBL) on a
     rattled eight-element rock-salt crystal.
+Models chunk large structures as by default (``--whole``: never; then the records are the
+"before" of chunked evaluation). With chunks, a block called inside a checkpointed chunk is
+recorded again when backward recomputes it, so its "forward" time includes the recomputation.
 After one warm-up call, one call (energy and forces by autograd) runs under ``torch.profiler``.
 Each top-level block's forward is wrapped in ``record_function``, so the forward is split per
 module (an interaction also into its linear_up, radial MLP ``conv_weights``, fused
@@ -94,6 +97,7 @@ def profile(model, atoms) -> dict:
     return {
         "n_atoms": len(atoms),
         "n_edges": int(batch.edge_index.shape[1]),
+        "atoms_per_chunk": model.body.atoms_per_chunk,
         "profiled_call_s": wall,
         # the rest of the call: backward, graph (sub-blocks of an interaction are inside its time)
         "forward_modules_ms_total": round(sum(v for k, v in modules.items() if k.count(".") < 2), 1),
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[15, 600, 2400])
     parser.add_argument("--foundation", type=int, nargs="*", default=[512])
+    parser.add_argument("--whole", action="store_true", help="evaluate whole structures (set_chunking(None))")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
     args.quick, args.omp_wait_policy, args.threads = False, None, 1
@@ -140,11 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     for structure in described:
         torch.manual_seed(0)
         model = build_model({**DEFAULT_SHAPE, "elements": ["H", "C", "O"], "avg_num_neighbors": 12.0}, torch.float64)
+        model.set_chunking(None if args.whole else "auto")
         record = profile(model.eval(), frames[structure.index])
         run.emit("profile", {"shape": "mace-torch default", "structure": structure.label, **record}, args)
     for size in args.foundation:
         torch.manual_seed(0)
         model = build_model({**FOUNDATION_SHAPE, "elements": chemical_symbols[1:90]}, torch.float64)
+        model.set_chunking(None if args.whole else "auto")
         run.emit("profile", {"shape": "MACE-MP-0-medium", **profile(model.eval(), crystal(size))}, args)
 
 
