@@ -211,6 +211,21 @@ def python_of(backend: str, args: argparse.Namespace) -> str:
     return python
 
 
+def worker_command(mode: str, backend: str, dtype: str, args: argparse.Namespace) -> list[str]:
+    """The command line of a :mod:`worker` process in ``mode`` (``serve`` or ``memory``)."""
+    return [
+        python_of(backend, args),
+        str(WORKER),
+        mode,
+        "--backend",
+        backend,
+        "--dtype",
+        dtype,
+        "--threads",
+        str(args.threads),
+    ]
+
+
 def worker_env(threads: int, wait_policy: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if wait_policy:
@@ -237,17 +252,7 @@ class Worker:
         self.log_path = log_dir / f"{backend}-{dtype}-{os.getpid()}-{id(self)}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [
-                python_of(backend, args),
-                str(WORKER),
-                "serve",
-                "--backend",
-                backend,
-                "--dtype",
-                dtype,
-                "--threads",
-                str(args.threads),
-            ],
+            worker_command("serve", backend, dtype, args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -467,15 +472,7 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
 def memory_worker(backend: str, dtype: str, structure: "Structure", hyper: dict, tmp: Path, args, chunk=None) -> dict:
     """Peak RSS and seconds per call of one fresh worker process evaluating one structure."""
     cmd = [
-        python_of(backend, args),
-        str(WORKER),
-        "memory",
-        "--backend",
-        backend,
-        "--dtype",
-        dtype,
-        "--threads",
-        str(args.threads),
+        *worker_command("memory", backend, dtype, args),
         "--elements",
         json.dumps(ELEMENTS),
         "--hyper",
