@@ -122,7 +122,7 @@ class NeighborConvolution(nn.Module):
         - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_edges, irreps_in2.dim]``;
           weights ``[n_edges, tp.weight_numel]`` (e3nn's layout: instruction-major, then channel)
         - returns ``[n_rows, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbors,
-          for the table's rows (``n_rows`` is ``n_nodes`` unless the table holds a range of
+          for the table's rows (``n_rows`` is ``n_nodes`` unless the table holds some
           receivers only, as chunked evaluation builds it)
     """
 
