@@ -43,9 +43,9 @@ class MolNetCalculator(Calculator):
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
     atoms_per_chunk
         Evaluate a ``mace`` model's message passing this many atoms at a time; ``"auto"`` (the
-        default): only calls whose temporaries would exceed 256 MiB are chunked
+        default): only calls whose temporaries would exceed 1 GiB are chunked
         (:meth:`Potential.set_chunking`); ``None``: whole structures. Same numbers; a fraction of
-        the memory, and faster from hundreds of atoms (`benchmarks/README.md`). The ``compile``
+        the memory, and faster from several hundred atoms (`benchmarks/README.md`). The ``compile``
         and ``cueq`` paths evaluate whole structures.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),

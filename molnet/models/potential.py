@@ -78,7 +78,7 @@ class Potential(nn.Module):
         """Evaluate large structures ``atoms_per_chunk`` atoms at a time (``mace`` family).
 
         ``"auto"`` (the default of every MACE): evaluations whose temporaries would exceed
-        256 MiB (4 GiB in train mode) are chunked, in chunks of 48 atoms or fewer
+        1 GiB (4 GiB in train mode) are chunked, in chunks of 48 atoms or fewer
         (:meth:`molnet.nn.mace.MACE.set_chunking`); an int: that many atoms per chunk; ``None``:
         whole structures.
 

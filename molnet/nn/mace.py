@@ -35,7 +35,7 @@ from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 #: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
 MIN_TABLE_FILL = 0.25
 #: ``set_chunking("auto")`` chunks an evaluation whose estimated temporaries exceed this many bytes …
-AUTO_CHUNK_ABOVE = 2**28
+AUTO_CHUNK_ABOVE = 2**30
 #: … or, in train mode (where the double backward recomputes every chunk), this many …
 AUTO_CHUNK_ABOVE_TRAINING = 2**32
 #: … into chunks of this many atoms, fewer where their temporaries would exceed CHUNK_BYTES
@@ -329,7 +329,7 @@ class MACE(nn.Module):
         temporaries (:meth:`temporary_bytes_per_atom`) exceed :data:`AUTO_CHUNK_ABOVE` (in train
         mode :data:`AUTO_CHUNK_ABOVE_TRAINING`), in chunks of :data:`CHUNK_ATOMS` atoms or fewer
         (at most :data:`CHUNK_BYTES` of temporaries). Same
-        numbers to rounding, a fraction of the memory and, for inference from about a hundred
+        numbers to rounding, a fraction of the memory and, for inference from several hundred
         atoms, less time (smaller working sets); backward recomputes each chunk (see
         :meth:`MACEInteraction.chunked_convolution`), which makes a training step slower.
         """
