@@ -93,8 +93,9 @@ class ReceiverChunks:
     size: int
 
     @classmethod
-    def build(cls, receiver: torch.Tensor, num_nodes: int, size: int) -> "ReceiverChunks":
-        counts = torch.bincount(receiver, minlength=num_nodes)  # [n_nodes]
+    def build(cls, receiver: torch.Tensor, counts: torch.Tensor, size: int) -> "ReceiverChunks":
+        """Chunks of the edges ``receiver [E]``, whose neighbor count per atom is ``counts [n_nodes]``."""
+        num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
         rank = torch.empty_like(nodes)
         rank[nodes] = torch.arange(num_nodes, device=receiver.device)

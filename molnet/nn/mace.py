@@ -405,7 +405,7 @@ class MACE(nn.Module):
                 chunk, chunks = None, None
                 table = NeighborTable.build(inputs.sender, inputs.receiver, n_nodes)
             else:
-                table, chunks = None, ReceiverChunks.build(inputs.receiver, n_nodes, chunk)
+                table, chunks = None, ReceiverChunks.build(inputs.receiver, counts, chunk)
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
