@@ -177,7 +177,9 @@ class Potential(nn.Module):
                 cell = cell + torch.bmm(cell, strain)
                 edge_cell = cell[inputs.batch[inputs.receiver]]  # [n_edges, 3, 3]
                 shifts = torch.einsum("ei,eij->ej", inputs.unit_shifts, edge_cell)
-            inputs = dataclasses.replace(inputs, positions=positions, cell=cell, shifts=shifts)
+            inputs = dataclasses.replace(
+                inputs, positions=positions, cell=cell, shifts=shifts, constant_weights=not training
+            )
             body = self._inference_body if self._inference_body is not None and not training else self.body
             node_energy = self.scale * body(inputs) + self.shift + self.e0s[species]  # [n_nodes]
             if "coulomb_energy" in inputs.aux:  # physical energies are not scaled

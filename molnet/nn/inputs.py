@@ -23,6 +23,8 @@ class GraphInputs:
         - atomic_numbers: ``[n_nodes]`` int64 (for pieces that depend on Z itself, e.g. ZBL)
         - aux: outputs a body adds besides its per-atom energies: ``coulomb_energy [n_nodes]`` eV
           (added to the energy unscaled) and ``charges [n_nodes]`` e
+        - constant_weights: no derivative with respect to the model's parameters will be taken
+          (inference), so layers may reuse products of their weights from the previous call
     """
 
     positions: torch.Tensor
@@ -37,6 +39,7 @@ class GraphInputs:
     total_charge: torch.Tensor | None = None
     atomic_numbers: torch.Tensor | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    constant_weights: bool = False
 
     @classmethod
     def from_graph(cls, graph, species: torch.Tensor, dtype: torch.dtype | None = None) -> "GraphInputs":

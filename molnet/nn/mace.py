@@ -363,13 +363,21 @@ class MACE(nn.Module):
             return None
         return max(1, min(CHUNK_ATOMS, CHUNK_BYTES // max(per_atom)))
 
-    def _product(self, product: SymmetricContraction, a, species, groups, chunk: int | None) -> torch.Tensor:
+    def _product(
+        self, product: SymmetricContraction, a, species, chunk: int | None, constant_weights: bool
+    ) -> torch.Tensor:
         """The symmetric contraction, ``chunk`` atoms at a time under checkpointing (None: all at once)."""
         if chunk is None or chunk >= len(a):
-            return product(a, species, groups)
+            return product(a, species, constant_weights)
         return torch.cat(
             [
-                checkpoint(product, a[start : start + chunk], species[start : start + chunk], use_reentrant=False)
+                checkpoint(
+                    product,
+                    a[start : start + chunk],
+                    species[start : start + chunk],
+                    constant_weights,
+                    use_reentrant=False,
+                )
                 for start in range(0, len(a), chunk)
             ]
         )
@@ -394,9 +402,8 @@ class MACE(nn.Module):
         radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
         if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
-            groups, table, chunk, chunks = None, None, None, None
+            table, chunk, chunks = None, None, None
         else:
-            groups = [torch.nonzero(inputs.species == e).flatten() for e in range(self.num_elements)]
             n_nodes = len(inputs.species)
             counts = torch.bincount(inputs.receiver, minlength=n_nodes)
             width = int(counts.max()) if len(inputs.receiver) else 0
@@ -419,7 +426,7 @@ class MACE(nn.Module):
             a, skip = interaction(
                 h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table, chunks
             )  # a: [n_nodes, C, D]
-            h = linear(self._product(product, a, inputs.species, groups, chunk))
+            h = linear(self._product(product, a, inputs.species, chunk, inputs.constant_weights))
             if skip is not None:
                 h = h + skip
             if update is not None:  # invariant update on the 0e channels only: equivariance is exact
