@@ -59,12 +59,6 @@ class NeighborTable:
         padded_sender[sorted_receiver, slot] = sender[order]
         return cls(edge=edge, sender=padded_sender, num_edges=num_edges)
 
-    @property
-    def fill(self) -> float:
-        """Fraction of the table's slots holding an edge (1 when every node has the same count)."""
-        slots = self.edge.numel()
-        return self.num_edges / slots if slots else 1.0
-
     def gather_edges(self, values: torch.Tensor) -> torch.Tensor:
         """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbors, *shape]``, zero in empty slots."""
         padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
@@ -73,42 +67,65 @@ class NeighborTable:
 
 @dataclass(frozen=True)
 class ReceiverChunks:
-    """The atoms in order of neighbor count, cut into chunks of ``size``, each with its edges.
+    """The atoms in order of neighbor count, cut into chunks of ``size``, and the edges in that order.
 
     Atoms of similar neighbor count share a chunk, so each chunk's padded table (built per chunk)
-    is nearly full whatever the spread of counts in the structure.
+    is nearly full whatever the spread of counts in the structure. The edges are sorted once by
+    the position of their receiver, so that every per-edge tensor in that order splits into the
+    chunks' edges without copies (and its backward is one concatenation).
 
     Attributes:
         nodes: ``[n_nodes]`` atoms by ascending neighbor count (stable)
         rank: ``[n_nodes]`` position of each atom in ``nodes``
         edges: ``[E]`` edge indices grouped by receiver in the order of ``nodes`` (edge order within)
-        offsets: ``[n_nodes + 1]`` position in ``edges`` of the first edge of ``nodes[k]``
+        sender: ``[E]`` sender atom of each edge in that order
+        receiver: ``[E]`` position in ``nodes`` of each edge's receiver, in that order
+        edge_counts: edges per chunk
         size: atoms per chunk
+        checkpointed: whether each chunk runs under activation checkpointing (backward recomputes
+            it, so that only a chunk's output is kept)
     """
 
     nodes: torch.Tensor
     rank: torch.Tensor
     edges: torch.Tensor
-    offsets: torch.Tensor
+    sender: torch.Tensor
+    receiver: torch.Tensor
+    edge_counts: list[int]
     size: int
+    checkpointed: bool
 
     @classmethod
-    def build(cls, receiver: torch.Tensor, counts: torch.Tensor, size: int) -> "ReceiverChunks":
-        """Chunks of the edges ``receiver [E]``, whose neighbor count per atom is ``counts [n_nodes]``."""
+    def build(
+        cls, sender: torch.Tensor, receiver: torch.Tensor, counts: torch.Tensor, size: int, checkpointed: bool
+    ) -> "ReceiverChunks":
+        """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is ``counts [n_nodes]``."""
         num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
         rank = torch.empty_like(nodes)
         rank[nodes] = torch.arange(num_nodes, device=receiver.device)
         edges = torch.argsort(rank[receiver], stable=True)
-        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])
-        return cls(nodes=nodes, rank=rank, edges=edges, offsets=offsets, size=size)
+        bounds = list(range(0, num_nodes, size)) + [num_nodes]  # first atom of each chunk, then the end
+        offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])[bounds].tolist()
+        return cls(
+            nodes=nodes,
+            rank=rank,
+            edges=edges,
+            sender=sender[edges],
+            receiver=rank[receiver[edges]],
+            edge_counts=[stop - start for start, stop in zip(offsets, offsets[1:])],
+            size=size,
+            checkpointed=checkpointed,
+        )
 
-    def __iter__(self):
-        """``(start, stop, edges [E_chunk])`` per chunk: the atoms ``nodes[start:stop]`` and their edges."""
-        num_nodes = len(self.nodes)
-        for start in range(0, num_nodes, self.size):
-            stop = min(start + self.size, num_nodes)
-            yield start, stop, self.edges[int(self.offsets[start]) : int(self.offsets[stop])]
+    def split(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A per-edge tensor ``[E, …]`` in the order of ``edges`` → one view per chunk."""
+        return values.split(self.edge_counts)
+
+    def rows(self, chunk: int) -> tuple[int, int]:
+        """``(start, stop)``: the chunk's atoms are ``nodes[start:stop]``."""
+        start = chunk * self.size
+        return start, min(start + self.size, len(self.nodes))
 
 
 class NeighborConvolution(nn.Module):

@@ -32,16 +32,16 @@ from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.repulsion import AgnesiTransform, ZBLRepulsion
 from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 
-#: Below this fraction of filled neighbor-table slots, the convolution runs edge by edge.
-MIN_TABLE_FILL = 0.25
-#: ``set_chunking("auto")`` chunks an evaluation whose estimated temporaries exceed this many bytes …
-AUTO_CHUNK_ABOVE = 2**30
-#: … or, in train mode (where the double backward recomputes every chunk), this many …
-AUTO_CHUNK_ABOVE_TRAINING = 2**32
-#: … into chunks of this many atoms, fewer where their temporaries would exceed CHUNK_BYTES
-#: (48: the fastest of 16, 48 and 128 for C=128 at 150 and 600 atoms, float32 and float64).
+#: The convolution runs in chunks of atoms of similar neighbor count (each with its own, nearly
+#: full, neighbor table) of at most CHUNK_ATOMS atoms and CHUNK_BYTES of estimated temporaries:
+#: small working sets are reused by the allocator and stay in cache.
 CHUNK_ATOMS = 48
-CHUNK_BYTES = 160 * 2**20
+CHUNK_BYTES = 64 * 2**20
+#: ``set_chunking("auto")`` also checkpoints the chunks (keeping only their outputs) when a call's
+#: estimated temporaries exceed this many bytes …
+AUTO_CHUNK_ABOVE = 2**30
+#: … or, in train mode (where the double backward recomputes every checkpointed chunk), this many.
+AUTO_CHUNK_ABOVE_TRAINING = 2**32
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
@@ -132,8 +132,11 @@ class MACEInteraction(nn.Module):
 
     Shapes:
         - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
-          radial ``[n_edges, num_bessel]``; sender, receiver ``[n_edges]``; table: the edges
-          grouped by receiver (None when cuequivariance evaluates the convolution)
+          radial ``[n_edges, num_bessel]``; sender, receiver ``[n_edges]``
+        - chunks: the atoms in chunks (:class:`~molnet.nn.convolution.ReceiverChunks`); the edge
+          tensors are then in the order of ``chunks.edges`` and ``receiver`` is ``chunks.receiver``
+          (positions in chunk order). None when cuequivariance evaluates the convolution: edge
+          order, receivers are atoms.
         - returns A ``[n_nodes, C, D]`` and skip ``[n_nodes, hidden.dim]`` (or None)
     """
 
@@ -186,25 +189,20 @@ class MACEInteraction(nn.Module):
         radial,
         sender,
         receiver,
-        table: NeighborTable | None,
-        chunks: ReceiverChunks | None = None,
+        chunks: ReceiverChunks | None,
     ):
         skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
         h = self.linear_up(node_feats)
-        if self.cueq_convolution is not None:
+        if chunks is None:
             summed = self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver)
-        elif chunks is not None:
-            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)
-        elif table.fill >= MIN_TABLE_FILL:
-            summed = self.convolution(h, edge_sh, self.conv_weights(radial), table)  # [n_nodes, mid.dim]
-        else:  # very uneven neighbor counts: the padded table would waste memory, go edge by edge
-            messages = self.conv_tp(h[sender], edge_sh, self.conv_weights(radial))  # [n_edges, mid.dim]
-            summed = scatter_sum(messages, receiver, len(h))
+        else:
+            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)  # [n_nodes, mid.dim]
         if self.density_fn is None:
             a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
         else:
             edge_density = torch.tanh(self.density_fn(radial) ** 2)  # [n_edges, 1]
-            a = self.linear(summed) / (scatter_sum(edge_density, receiver, len(h)) + 1.0)
+            density = scatter_sum(edge_density, receiver, len(h))
+            a = self.linear(summed) / ((density if chunks is None else density[chunks.rank]) + 1.0)
         if self.element_mix is not None:
             a = self.element_mix(a, node_onehot)
         return to_channels(a, self._target_blocks), skip
@@ -212,33 +210,30 @@ class MACEInteraction(nn.Module):
     def chunked_convolution(self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks) -> torch.Tensor:
         """The summed convolution ``[n_nodes, mid.dim]``, one chunk of receiving atoms at a time.
 
-        Each chunk's radial weights and convolution run under activation checkpointing
-        (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept, and backward
-        recomputes the chunk. The largest tensors of a call, ``[atoms, neighbors, channels]`` per
-        path, then exist for one chunk at a time; each receiver's sum is the same as unchunked.
+        The edge tensors are in the order of ``chunks.edges``, so each chunk's are views. With
+        ``chunks.checkpointed`` each chunk's radial weights and convolution run under activation
+        checkpointing (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept,
+        and backward recomputes the chunk, so the largest tensors of a call, ``[atoms, neighbors,
+        channels]`` per path, exist for one chunk at a time. Each receiver's sum is the same as
+        in one table of all atoms.
         """
+        if not chunks.edge_counts:  # no atoms
+            return h.new_zeros(0, self.convolution.irreps_out.dim)
         parts = []
-        for start, stop, edges in chunks:
-            local_receiver = chunks.rank[receiver[edges]] - start  # [E_chunk] row in the chunk's table
-            parts.append(
-                checkpoint(
-                    self._rows_convolution,
-                    h,
-                    edge_sh,
-                    radial,
-                    sender,
-                    local_receiver,
-                    edges,
-                    stop - start,
-                    use_reentrant=False,
-                )
-            )
+        pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
+        for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
+            start, stop = chunks.rows(k)
+            args = (h, sh_k, radial_k, sender_k, receiver_k - start, stop - start)
+            if chunks.checkpointed:
+                parts.append(checkpoint(self._rows_convolution, *args, use_reentrant=False))
+            else:
+                parts.append(self._rows_convolution(*args))
         return torch.cat(parts)[chunks.rank]  # back from count order to atom order
 
-    def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, edges, rows: int) -> torch.Tensor:
-        """Convolution of ``rows`` receiving atoms whose edges are ``edges`` (receivers numbered from 0)."""
-        table = NeighborTable.build(sender[edges], local_receiver, rows)
-        return self.convolution(h, edge_sh[edges], self.conv_weights(radial[edges]), table)
+    def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, rows: int) -> torch.Tensor:
+        """Convolution of ``rows`` receiving atoms from their edges (receivers numbered from 0)."""
+        table = NeighborTable.build(sender, local_receiver, rows)
+        return self.convolution(h, edge_sh, self.conv_weights(radial), table)
 
 
 class MACE(nn.Module):
@@ -323,15 +318,17 @@ class MACE(nn.Module):
             product.use_cueq(enabled, method, device)
 
     def set_chunking(self, atoms_per_chunk: int | str | None) -> None:
-        """Evaluate each convolution and symmetric contraction ``atoms_per_chunk`` atoms at a time.
+        """How the convolution and the symmetric contraction split the atoms of a call.
 
-        ``None``: whole structures; ``"auto"`` (the default): chunk a call whose estimated
-        temporaries (:meth:`temporary_bytes_per_atom`) exceed :data:`AUTO_CHUNK_ABOVE` (in train
-        mode :data:`AUTO_CHUNK_ABOVE_TRAINING`), in chunks of :data:`CHUNK_ATOMS` atoms or fewer
-        (at most :data:`CHUNK_BYTES` of temporaries). Same
-        numbers to rounding, a fraction of the memory and, for inference from several hundred
-        atoms, less time (smaller working sets); backward recomputes each chunk (see
-        :meth:`MACEInteraction.chunked_convolution`), which makes a training step slower.
+        ``"auto"`` (the default): chunks of atoms of similar neighbor count, at most
+        :data:`CHUNK_ATOMS` atoms and :data:`CHUNK_BYTES` of estimated temporaries
+        (:meth:`temporary_bytes_per_atom`) each; when the whole call's temporaries exceed
+        :data:`AUTO_CHUNK_ABOVE` (in train mode :data:`AUTO_CHUNK_ABOVE_TRAINING`) the chunks are
+        also checkpointed, so that only their outputs are kept and backward recomputes them.
+        An int: checkpointed chunks of that many atoms. ``None``: all atoms in one table, as
+        torch.compile and cuequivariance evaluate. Same numbers to rounding; checkpointed chunks
+        need a fraction of the memory and make a training step slower (see
+        :meth:`MACEInteraction.chunked_convolution`).
         """
         if (
             atoms_per_chunk != "auto"
@@ -344,41 +341,44 @@ class MACE(nn.Module):
         self.atoms_per_chunk = atoms_per_chunk
 
     def temporary_bytes_per_atom(self, max_neighbors: int, itemsize: int) -> list[int]:
-        """Estimated bytes per atom of each layer's largest temporaries (kept for backward unless chunked).
+        """Estimated bytes per atom of each layer's largest temporaries (kept for backward unless checkpointed).
 
         The convolution's per-neighbor tensors (``max_neighbors`` table slots per atom) plus the
-        symmetric contraction's largest intermediate, for ``itemsize``-byte floats.
+        symmetric contraction's largest intermediates, for ``itemsize``-byte floats.
         """
         return [
             interaction.convolution.bytes_per_slot(itemsize) * max_neighbors + product.bytes_per_atom(itemsize)
             for interaction, product in zip(self.interactions, self.products)
         ]
 
-    def _chunk_size(self, num_nodes: int, max_neighbors: int, itemsize: int) -> int | None:
-        """Atoms per chunk for this call (None: whole structure)."""
+    def _chunking(self, num_nodes: int, max_neighbors: int, itemsize: int) -> tuple[int, bool]:
+        """Atoms per chunk for this call, and whether the chunks are checkpointed."""
+        if self.atoms_per_chunk is None:
+            return max(num_nodes, 1), False
         if self.atoms_per_chunk != "auto":
-            return self.atoms_per_chunk
+            return self.atoms_per_chunk, True
         per_atom = self.temporary_bytes_per_atom(max_neighbors, itemsize)
-        if num_nodes * sum(per_atom) <= (AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE):
-            return None
-        return max(1, min(CHUNK_ATOMS, CHUNK_BYTES // max(per_atom)))
+        size = max(1, min(CHUNK_ATOMS, CHUNK_BYTES // max(per_atom)))
+        return size, num_nodes * sum(per_atom) > (AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE)
 
     def _product(
-        self, product: SymmetricContraction, a, species, chunk: int | None, constant_weights: bool
-    ) -> torch.Tensor:
-        """The symmetric contraction, ``chunk`` atoms at a time under checkpointing (None: all at once)."""
-        if chunk is None or chunk >= len(a):
+        self, product: SymmetricContraction, a, species, chunks: ReceiverChunks | None, constant_weights: bool
+    ):
+        """The symmetric contraction ``[n_nodes, hidden.dim]``, under checkpointing chunk by chunk
+        (of atoms in atom order) when ``chunks`` are checkpointed, else all atoms at once."""
+        if chunks is None or not chunks.checkpointed or chunks.size >= len(a):
             return product(a, species, constant_weights)
+        size = chunks.size
         return torch.cat(
             [
                 checkpoint(
                     product,
-                    a[start : start + chunk],
-                    species[start : start + chunk],
+                    a[start : start + size],
+                    species[start : start + size],
                     constant_weights,
                     use_reentrant=False,
                 )
-                for start in range(0, len(a), chunk)
+                for start in range(0, len(a), size)
             ]
         )
 
@@ -401,18 +401,15 @@ class MACE(nn.Module):
         )
         radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
-        if self.cueq_enabled:  # cuequivariance gathers, scatters and indexes elements itself
-            table, chunk, chunks = None, None, None
-        else:
+        sender, receiver, chunks = inputs.sender, inputs.receiver, None
+        if not self.cueq_enabled:  # (cuequivariance gathers, scatters and indexes elements itself)
             n_nodes = len(inputs.species)
             counts = torch.bincount(inputs.receiver, minlength=n_nodes)
             width = int(counts.max()) if len(inputs.receiver) else 0
-            chunk = self._chunk_size(n_nodes, width, vectors.element_size())
-            if chunk is None or chunk >= n_nodes:
-                chunk, chunks = None, None
-                table = NeighborTable.build(inputs.sender, inputs.receiver, n_nodes)
-            else:
-                table, chunks = None, ReceiverChunks.build(inputs.receiver, counts, chunk)
+            size, checkpointed = self._chunking(n_nodes, width, vectors.element_size())
+            chunks = ReceiverChunks.build(inputs.sender, inputs.receiver, counts, size, checkpointed)
+            edge_sh, radial = edge_sh[chunks.edges], radial[chunks.edges]  # edges in chunk order
+            sender, receiver = chunks.sender, chunks.receiver
         h = self.embedding(onehot)  # [n_nodes, C]
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
@@ -423,10 +420,8 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(
-                h, onehot, edge_sh, radial, inputs.sender, inputs.receiver, table, chunks
-            )  # a: [n_nodes, C, D]
-            h = linear(self._product(product, a, inputs.species, chunk, inputs.constant_weights))
+            a, skip = interaction(h, onehot, edge_sh, radial, sender, receiver, chunks)  # a: [n_nodes, C, D]
+            h = linear(self._product(product, a, inputs.species, chunks, inputs.constant_weights))
             if skip is not None:
                 h = h + skip
             if update is not None:  # invariant update on the 0e channels only: equivariance is exact

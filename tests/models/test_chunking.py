@@ -56,8 +56,12 @@ def test_chunked_energy_forces_stress_equal_the_whole_evaluation(atoms_per_chunk
             torch.testing.assert_close(parts[key], whole[key], atol=1e-11, rtol=1e-12)
 
 
-def test_chunked_training_gradients_equal_the_whole_evaluation():
-    """The double backward of a force loss gives the same parameter gradients chunked and whole."""
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["checkpointed", "plain"])
+def test_chunked_training_gradients_equal_the_whole_evaluation(checkpointed, monkeypatch):
+    """The double backward of a force loss gives the same parameter gradients in chunks of three
+    atoms (checkpointed, or plain as "auto" runs a training step) and in one table."""
+    import molnet.nn.mace as mace
+
     structures = _structures()
     batch = Batch.from_data_list([AtomicGraph.from_atoms(a, CONFIG["r_max"], dtype=torch.float64) for a in structures])
 
@@ -69,7 +73,13 @@ def test_chunked_training_gradients_equal_the_whole_evaluation():
 
     model = _model().set_chunking(None)
     whole = gradients(model)
-    model.set_chunking(3)
+    if checkpointed:
+        model.set_chunking(3)
+    else:
+        monkeypatch.setattr(mace, "CHUNK_ATOMS", 3)
+        model.set_chunking("auto")
+        model.train()
+        assert model.body._chunking(batch.num_nodes, 40, 8) == (3, False)
     chunked = gradients(model)
     assert len(whole) == len(chunked)
     for a, b in zip(chunked, whole):
@@ -89,30 +99,31 @@ def test_the_calculator_chunks_a_periodic_box_with_the_same_results():
     np.testing.assert_allclose(chunked.get_stress(), stress, atol=1e-12, rtol=0)
 
 
-def test_auto_chunks_only_large_calls_and_gives_the_same_results(monkeypatch):
-    """ "auto" chunks where the estimated temporaries exceed AUTO_CHUNK_ABOVE, in chunks of CHUNK_BYTES."""
+def test_auto_chunks_by_bytes_checkpoints_only_large_calls_and_gives_the_same_results(monkeypatch):
+    """ "auto": chunks of at most CHUNK_ATOMS atoms and CHUNK_BYTES, checkpointed above AUTO_CHUNK_ABOVE."""
     import molnet.nn.mace as mace
 
     structures = _structures()[2:]
     model = _model().set_chunking(None)
+    assert model.body._chunking(10, 40, 8) == (10, False)  # one table
     whole = evaluate(model, structures, stress=True)
     model.set_chunking("auto")
     per_atom = model.body.temporary_bytes_per_atom(max_neighbors=40, itemsize=8)
-    assert model.body._chunk_size(10, 40, 8) is None  # small: whole
-    monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
+    assert model.body._chunking(10, 40, 8) == (mace.CHUNK_ATOMS, False)  # small: plain chunks
     monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))  # fewer than CHUNK_ATOMS
-    assert model.body._chunk_size(10, 40, 8) == 3
-    monkeypatch.setattr(mace, "CHUNK_BYTES", 2**40)
-    assert model.body._chunk_size(10, 40, 8) == mace.CHUNK_ATOMS
-    monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))
-    model.train()  # a training step recomputes chunks: auto chunks only above its own threshold
-    assert model.body._chunk_size(10, 40, 8) is None
+    assert model.body._chunking(10, 40, 8) == (3, False)
+    plain = evaluate(model, structures, stress=True)
+    monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
+    assert model.body._chunking(10, 40, 8) == (3, True)
+    model.train()  # a training step recomputes checkpointed chunks: only above its own threshold
+    assert model.body._chunking(10, 40, 8) == (3, False)
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE_TRAINING", 0)
-    assert model.body._chunk_size(10, 40, 8) == 3
+    assert model.body._chunking(10, 40, 8) == (3, True)
     model.eval()
-    chunked = evaluate(model, structures, stress=True)
-    for key in ("energy", "forces", "stress"):
-        torch.testing.assert_close(chunked[key], whole[key], atol=1e-11, rtol=1e-12)
+    checkpointed = evaluate(model, structures, stress=True)
+    for chunked in (plain, checkpointed):
+        for key in ("energy", "forces", "stress"):
+            torch.testing.assert_close(chunked[key], whole[key], atol=1e-11, rtol=1e-12)
 
 
 def test_chunking_refuses_what_it_cannot_do():

@@ -160,10 +160,9 @@ def test_contraction_bases_span_the_same_functions(irreps, correlation):
     assert torch.linalg.matrix_rank(coupled) == torch.linalg.matrix_rank(reduced) == reduced.shape[1]
 
 
-def test_uneven_neighbor_counts_take_the_edge_path_with_the_same_result():
-    """A batch padded mostly with lone atoms (table fill < MIN_TABLE_FILL) runs edge by edge."""
-    from molnet.nn.convolution import NeighborTable
-    from molnet.nn.mace import MIN_TABLE_FILL
+def test_lone_atoms_in_a_batch_leave_the_molecule_unchanged():
+    """Fifty atoms without neighbors share a chunk (atoms are chunked by neighbor count)."""
+    from molnet.nn.convolution import ReceiverChunks
     from tests.battery import evaluate
 
     model = _model(max_L=1, correlation=2)
@@ -173,8 +172,9 @@ def test_uneven_neighbor_counts_take_the_edge_path_with_the_same_result():
     from torch_geometric.data import Batch
 
     batch = Batch.from_data_list(graphs)
-    table = NeighborTable.build(batch.edge_index[0], batch.edge_index[1], batch.num_nodes)
-    assert table.fill < MIN_TABLE_FILL
+    sender, receiver = batch.edge_index
+    chunks = ReceiverChunks.build(sender, receiver, torch.bincount(receiver, minlength=65), 16, False)
+    assert chunks.edge_counts[:3] == [0, 0, 0] and sum(chunks.edge_counts) == len(receiver)
     alone, mixed = evaluate(model, [molecule]), evaluate(model, [molecule, *lone])
     torch.testing.assert_close(mixed["energy"][0], alone["energy"][0], atol=1e-10, rtol=0)
     torch.testing.assert_close(mixed["forces"][: len(molecule)], alone["forces"], atol=1e-10, rtol=0)
