@@ -137,8 +137,10 @@ class NeighborConvolution(nn.Module):
             weights (``internal_weights=False, shared_weights=False``).
 
     Shapes:
-        - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_edges, irreps_in2.dim]``;
-          weights ``[n_edges, tp.weight_numel]`` (e3nn's layout: instruction-major, then channel)
+        - node_feats ``[n_nodes, irreps_in1.dim]``; edge_sh ``[n_rows, max_neighbors, irreps_in2.dim]``
+          and weights ``[n_rows, max_neighbors, tp.weight_numel]`` (e3nn's layout: instruction-major,
+          then channel) in the table's layout (:meth:`NeighborTable.gather_edges`): edge_sh must be
+          zero in empty slots, which then add nothing whatever their weights
         - returns ``[n_rows, irreps_out.dim]`` in e3nn layout, the sum over each node's neighbors,
           for the table's rows (``n_rows`` is ``n_nodes`` unless the table holds some
           receivers only, as chunked evaluation builds it)
@@ -166,6 +168,14 @@ class NeighborConvolution(nn.Module):
             coupling = ins.path_weight * o3.wigner_3j(l1, l2, l3).transpose(0, 1)  # [2l2+1, 2l1+1, 2l3+1]
             self.register_buffer(f"coupling_{p}", coupling.reshape(2 * l2 + 1, -1).contiguous(), persistent=False)
             self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
+        # the paths of each input irrep, consecutive in the instructions: [first, last)
+        inputs = [i_in for i_in, *_ in self.paths]
+        if inputs != sorted(inputs):
+            raise ValueError(f"the instructions must be ordered by input irrep, got {tp.instructions}")
+        self._path_ranges = []
+        for i in range(len(self.irreps_in)):
+            members = [k for k, i_in in enumerate(inputs) if i_in == i]
+            self._path_ranges.append((members[0], members[-1] + 1) if members else (0, 0))
 
     def bytes_per_slot(self, itemsize: int) -> int:
         """Bytes per neighbor-table slot of forward's largest tensors: the weighted inputs of every
@@ -179,19 +189,20 @@ class NeighborConvolution(nn.Module):
     ) -> torch.Tensor:
         n_nodes, c = node_feats.shape[0], self.channels
         n, width = table.edge.shape
-        # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
-        inputs = [
-            node_feats[:, start:stop].reshape(n_nodes, c, dim).transpose(1, 2)[table.sender]
-            for start, stop, dim in self._in_blocks
-        ]
-        sh = [edge_sh[:, start:stop] for start, stop in self._sh_blocks]  # per degree [E, 2l+1]
-        # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
-        w = table.gather_edges(weights.reshape(len(weights), len(self.paths), c)).split(1, dim=2)
+        w = weights.reshape(n, width, len(self.paths), c)
         out: list[torch.Tensor | None] = [None] * len(self._out_dims)
-        for i_in, i_sh, i_out, p, d_in in self.paths:
-            d_out = self._out_dims[i_out]
-            z = sh[i_sh] @ getattr(self, f"coupling_{p}")  # [E, d_in * d_out]
-            z = table.gather_edges(z).reshape(n, width * d_in, d_out)  # [n, nb·d_in, d_out]
-            v = (inputs[i_in] * w[p]).reshape(n, width * d_in, c)  # [n, nb·d_in, C]
-            out[i_out] = torch.bmm(v.transpose(1, 2), z).reshape(n, c * d_out)  # [n, C·d_out]
+        for (start, stop, d_in), (first, last) in zip(self._in_blocks, self._path_ranges):
+            if first == last:
+                continue
+            # node features of this irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
+            x = node_feats[:, start:stop].reshape(n_nodes, c, d_in).transpose(1, 2)[table.sender]
+            # weighted for every path of this input at once: [n, nb, 2l+1, paths, C]
+            weighted = x.unsqueeze(3) * w[:, :, first:last].unsqueeze(2)
+            for (_, i_sh, i_out, p, _), v in zip(self.paths[first:last], weighted.unbind(3)):
+                d_out = self._out_dims[i_out]
+                sh_start, sh_stop = self._sh_blocks[i_sh]
+                z = edge_sh[:, :, sh_start:sh_stop] @ getattr(self, f"coupling_{p}")  # [n, nb, d_in * d_out]
+                z = z.reshape(n, width * d_in, d_out)
+                v = v.reshape(n, width * d_in, c)  # a view: [n, nb·d_in, C]
+                out[i_out] = torch.bmm(v.transpose(1, 2), z).reshape(n, c * d_out)  # [n, C·d_out]
         return torch.cat(out, dim=1)

@@ -233,7 +233,8 @@ class MACEInteraction(nn.Module):
     def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, rows: int) -> torch.Tensor:
         """Convolution of ``rows`` receiving atoms from their edges (receivers numbered from 0)."""
         table = NeighborTable.build(sender, local_receiver, rows)
-        return self.convolution(h, edge_sh, self.conv_weights(radial), table)
+        weights = self.conv_weights(table.gather_edges(radial))  # [rows, max_neighbors, weight_numel]
+        return self.convolution(h, table.gather_edges(edge_sh), weights, table)
 
 
 class MACE(nn.Module):

@@ -41,7 +41,8 @@ def test_equals_e3nn_tensor_product_and_scatter(irreps_in, max_ell):
 
     def fused():
         y = o3.spherical_harmonics(sh, vectors, normalize=True)
-        return conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
+        table = NeighborTable.build(sender, receiver, len(x))
+        return conv(x, table.gather_edges(y), table.gather_edges(weights), table)
 
     ref, out = reference(), fused()
     assert out.shape == ref.shape
@@ -62,11 +63,13 @@ def test_float32_and_no_edges():
     tp, conv, sender, receiver, x, vectors, weights, sh = _setup("4x0e+4x1o", 2, 7, 30, torch.float32)
     y = o3.spherical_harmonics(sh, vectors, normalize=True)
     ref = scatter_sum(tp(x[sender], y, weights), receiver, len(x))
-    out = conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
+    table = NeighborTable.build(sender, receiver, len(x))
+    out = conv(x, table.gather_edges(y), table.gather_edges(weights), table)
     assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-5)
     tp, conv, sender, receiver, x, vectors, weights, sh = _setup("4x0e+4x1o", 2, 3, 0, torch.float64)
     y = o3.spherical_harmonics(sh, vectors, normalize=True)
-    out = conv(x, y, weights, NeighborTable.build(sender, receiver, len(x)))
+    table = NeighborTable.build(sender, receiver, len(x))
+    out = conv(x, table.gather_edges(y), table.gather_edges(weights), table)
     assert out.shape == (3, tp.irreps_out.dim) and torch.all(out == 0)
 
 
