@@ -168,14 +168,6 @@ class NeighborConvolution(nn.Module):
             coupling = ins.path_weight * o3.wigner_3j(l1, l2, l3).transpose(0, 1)  # [2l2+1, 2l1+1, 2l3+1]
             self.register_buffer(f"coupling_{p}", coupling.reshape(2 * l2 + 1, -1).contiguous(), persistent=False)
             self.paths.append((ins.i_in1, ins.i_in2, ins.i_out, p, 2 * l1 + 1))
-        # the paths of each input irrep, consecutive in the instructions: [first, last)
-        inputs = [i_in for i_in, *_ in self.paths]
-        if inputs != sorted(inputs):
-            raise ValueError(f"the instructions must be ordered by input irrep, got {tp.instructions}")
-        self._path_ranges = []
-        for i in range(len(self.irreps_in)):
-            members = [k for k, i_in in enumerate(inputs) if i_in == i]
-            self._path_ranges.append((members[0], members[-1] + 1) if members else (0, 0))
 
     def bytes_per_slot(self, itemsize: int) -> int:
         """Bytes per neighbor-table slot of forward's largest tensors: the weighted inputs of every
@@ -189,20 +181,20 @@ class NeighborConvolution(nn.Module):
     ) -> torch.Tensor:
         n_nodes, c = node_feats.shape[0], self.channels
         n, width = table.edge.shape
-        w = weights.reshape(n, width, len(self.paths), c)
+        # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
+        inputs = [
+            node_feats[:, start:stop].reshape(n_nodes, c, dim).transpose(1, 2)[table.sender]
+            for start, stop, dim in self._in_blocks
+        ]
+        # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
+        w = weights.reshape(n, width, len(self.paths), c).split(1, dim=2)
         out: list[torch.Tensor | None] = [None] * len(self._out_dims)
-        for (start, stop, d_in), (first, last) in zip(self._in_blocks, self._path_ranges):
-            if first == last:
-                continue
-            # node features of this irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]
-            x = node_feats[:, start:stop].reshape(n_nodes, c, d_in).transpose(1, 2)[table.sender]
-            # weighted for every path of this input at once: [n, nb, 2l+1, paths, C]
-            weighted = x.unsqueeze(3) * w[:, :, first:last].unsqueeze(2)
-            for (_, i_sh, i_out, p, _), v in zip(self.paths[first:last], weighted.unbind(3)):
-                d_out = self._out_dims[i_out]
-                sh_start, sh_stop = self._sh_blocks[i_sh]
-                z = edge_sh[:, :, sh_start:sh_stop] @ getattr(self, f"coupling_{p}")  # [n, nb, d_in * d_out]
-                z = z.reshape(n, width * d_in, d_out)
-                v = v.reshape(n, width * d_in, c)  # a view: [n, nb·d_in, C]
-                out[i_out] = torch.bmm(v.transpose(1, 2), z).reshape(n, c * d_out)  # [n, C·d_out]
+        for i_in, i_sh, i_out, p, d_in in self.paths:
+            d_out = self._out_dims[i_out]
+            sh_start, sh_stop = self._sh_blocks[i_sh]
+            z = edge_sh[:, :, sh_start:sh_stop] @ getattr(self, f"coupling_{p}")  # [n, nb, d_in * d_out]
+            z = z.reshape(n, width * d_in, d_out)
+            v = (inputs[i_in] * w[p]).reshape(n, width * d_in, c)  # [n, nb·d_in, C]
+            # Zᵀ v, [n, d_out, C]: both operands row-major, no copy; then e3nn's [n, C·d_out]
+            out[i_out] = torch.bmm(z.transpose(1, 2), v).transpose(1, 2).reshape(n, c * d_out)
         return torch.cat(out, dim=1)
