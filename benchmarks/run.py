@@ -223,6 +223,8 @@ def worker_command(mode: str, backend: str, dtype: str, args: argparse.Namespace
         dtype,
         "--threads",
         str(args.threads),
+        "--device",
+        getattr(args, "device", "cpu"),
     ]
 
 
@@ -362,7 +364,9 @@ def build_both(workers: dict[str, "Worker"], hyper: dict, args: argparse.Namespa
     """Build the same model on both sides (mace-torch's spelling of the options on its side)."""
     for b, w in workers.items():
         if b == "mace":
-            w.call("build", elements=ELEMENTS, hyper=mace_hyper(hyper, args))
+            w.call(
+                "build", elements=ELEMENTS, hyper=mace_hyper(hyper, args), cueq=bool(getattr(args, "mace_cueq", False))
+            )
         else:
             w.call(
                 "build",
@@ -456,6 +460,8 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                         "mace_use_reduced_cg": args.mace_reduced_cg,
                         "molnet_compiled": args.molnet_compile,
                         "molnet_cueq": args.molnet_cueq,
+                        "mace_cueq": args.mace_cueq,
+                        "device": args.device,
                         "rounds": args.rounds,
                         "calls_per_round": calls,
                         "warmup": args.warmup,
@@ -807,6 +813,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mace-reduced-cg", action="store_true", help="mace-torch's use_reduced_cg (its CLI default is off)"
     )
+    parser.add_argument(
+        "--mace-cueq",
+        action="store_true",
+        help="speed: mace-torch converted to cuequivariance (mace.cli.convert_e3nn_cueq; fused convolution on CUDA)",
+    )
+    parser.add_argument("--device", default="cpu", help="speed: torch device of both workers (cpu, cuda)")
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds per measurement")
     parser.add_argument("--block-seconds", type=float, default=2.0, help="target seconds per timed block")
     parser.add_argument("--max-calls", type=int, default=20, help="calls per timed block at most")

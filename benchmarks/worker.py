@@ -54,8 +54,8 @@ class MolnetBackend:
 
     name = "molnet"
 
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
         self.model = None
 
     def versions(self) -> dict[str, str]:
@@ -76,7 +76,7 @@ class MolnetBackend:
         from molnet.models.registry import build_model
 
         config = {"name": "mace", "elements": list(elements), **hyper}
-        self.model = build_model(config, dtype=self.dtype).eval()
+        self.model = build_model(config, dtype=self.dtype).to(self.device).eval()
         if cueq:
             self.model.use_cueq()
         if atoms_per_chunk is not None:
@@ -131,8 +131,8 @@ class MaceBackend:
 
     name = "mace"
 
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
         self.model = None
 
     def versions(self) -> dict[str, str]:
@@ -141,7 +141,7 @@ class MaceBackend:
 
         return {"torch": torch.__version__, "e3nn": e3nn.__version__, "mace-torch": mace.__version__}
 
-    def build(self, elements: list[str], hyper: dict[str, Any]) -> None:
+    def build(self, elements: list[str], hyper: dict[str, Any], cueq: bool = False) -> None:
         from ase.data import atomic_numbers
         from e3nn import o3
         from mace import modules
@@ -180,8 +180,13 @@ class MaceBackend:
                 use_reduced_cg=bool(h.get("mace_use_reduced_cg", False)),
             )
             .to(self.dtype)
+            .to(self.device)
             .eval()
         )
+        if cueq:  # mace-torch's own conversion (fused convolution on CUDA)
+            from mace.cli.convert_e3nn_cueq import run as to_cueq
+
+            self.model = to_cueq(self.model, device=self.device.type).eval()
 
     def graph(self, atoms):
         """One ``AtomicData`` (neighbor list included), as the calculator builds it."""
@@ -251,18 +256,29 @@ def maxrss_mib() -> float:
 class Server:
     """State of a ``serve`` worker: one backend, one model, a list of loaded structures."""
 
-    def __init__(self, backend: str, dtype: str, threads: int) -> None:
+    def __init__(self, backend: str, dtype: str, threads: int, device: str = "cpu") -> None:
         set_threads(threads)
-        self.backend = BACKENDS[backend](DTYPES[dtype])
+        self.device = torch.device(device)
+        self.backend = BACKENDS[backend](DTYPES[dtype], self.device)
         self.structures: list = []
+
+    def batch_of(self, atoms_list: list):
+        """The calculator's graph(s) collated and moved to the device."""
+        return self.backend.collate([self.backend.graph(a) for a in atoms_list]).to(self.device)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def cmd_hello(self) -> dict:
         return {"backend": self.backend.name, "versions": self.backend.versions(), "threads": torch.get_num_threads()}
 
     def cmd_build(self, elements: list[str], hyper: dict, compile: bool = False, cueq: bool = False) -> dict:
         t0 = time.perf_counter()
-        if compile or cueq:
-            self.backend.build(elements, hyper, compile=compile, cueq=cueq)  # molnet only: mace-torch runs plain
+        if compile:
+            self.backend.build(elements, hyper, compile=compile, cueq=cueq)  # molnet only
+        elif cueq:
+            self.backend.build(elements, hyper, cueq=cueq)
         else:
             self.backend.build(elements, hyper)
         return {"build_s": time.perf_counter() - t0}
@@ -286,7 +302,7 @@ class Server:
 
     def cmd_check(self, index: int) -> dict:
         atoms = self.structures[index]
-        batch = self.backend.collate([self.backend.graph(atoms)])
+        batch = self.batch_of([atoms])
         energy, forces = self.backend.evaluate(batch)
         return {
             "n_atoms": len(atoms),
@@ -303,9 +319,11 @@ class Server:
         graph_s, model_s = [], []
         for _ in range(calls):
             t0 = time.perf_counter()
-            batch = self.backend.collate([self.backend.graph(atoms)])
+            batch = self.batch_of([atoms])
+            self.synchronize()
             t1 = time.perf_counter()
             self.backend.evaluate(batch)
+            self.synchronize()
             t2 = time.perf_counter()
             graph_s.append(t1 - t0)
             model_s.append(t2 - t1)
@@ -313,7 +331,7 @@ class Server:
 
     def cmd_train(self, indices: list[int], steps: int, lr: float = 1e-3) -> dict:
         """Adam steps on one fixed batch of the loaded structures (loss: E² + F², zero targets)."""
-        batch = self.backend.collate([self.backend.graph(self.structures[i]) for i in indices])
+        batch = self.batch_of([self.structures[i] for i in indices])
         model = self.backend.model
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -358,7 +376,7 @@ def measure_memory(args: argparse.Namespace) -> dict:
 
     set_threads(args.threads)
     rss_start = maxrss_mib()
-    backend = BACKENDS[args.backend](DTYPES[args.dtype])
+    backend = BACKENDS[args.backend](DTYPES[args.dtype], torch.device("cpu"))
     chunking = {} if args.atoms_per_chunk is None else {"atoms_per_chunk": json.loads(args.atoms_per_chunk)}
     backend.build(json.loads(args.elements), json.loads(args.hyper), **chunking)
     atoms = ase.io.read(args.structures, index=args.index)
@@ -389,6 +407,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=sorted(BACKENDS), required=True)
     parser.add_argument("--dtype", choices=sorted(DTYPES), required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--device", default="cpu", help="torch device of the model and graphs (serve mode)")
     parser.add_argument("--elements", help="JSON list of element symbols (memory mode)")
     parser.add_argument("--hyper", help="JSON hyperparameters (memory mode)")
     parser.add_argument("--structures", help="extxyz file (memory mode)")
@@ -401,7 +420,7 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     if args.mode == "serve":
-        Server(args.backend, args.dtype, args.threads).serve(sys.stdin, replies)
+        Server(args.backend, args.dtype, args.threads, args.device).serve(sys.stdin, replies)
     else:
         replies.write(json.dumps(measure_memory(args)) + "\n")
         replies.flush()
