@@ -9,8 +9,8 @@ Two shapes, random weights, float64, one thread:
     AcAc molecule (15 atoms) and liquid AcAc boxes (``run.py``'s structures);
   * MACE-MP-0-medium's shape (89 elements, C=128, L=1, max_ell 3, ν=3, r_max 6 Å, ZBL) on a
     rattled eight-element rock-salt crystal.
-Models chunk large structures as by default (``--whole``: never; then the records are the
-"before" of chunked evaluation). With chunks, a block called inside a checkpointed chunk is
+Models evaluate as by default, in chunks of atoms (``--whole``: one neighbor table for all atoms,
+``set_chunking(None)``). A block called inside a checkpointed chunk (large structures) is
 recorded again when backward recomputes it, so its "forward" time includes the recomputation.
 After one warm-up call, one call (energy and forces by autograd) runs under ``torch.profiler``.
 Each top-level block's forward is wrapped in ``record_function``, so the forward is split per

@@ -504,7 +504,8 @@ def memory_worker(backend: str, dtype: str, structure: "Structure", hyper: dict,
 def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
     """Peak RSS of a fresh process that builds the model and evaluates one structure.
 
-    Sides: molnet whole (up to ``--whole-max-atoms``), molnet chunked (with ``--molnet-chunk``)
+    Sides: molnet as built, with its default ``"auto"`` chunking (up to ``--whole-max-atoms``),
+    molnet with ``set_chunking(--molnet-chunk)`` (an atom count: checkpointed chunks of that size)
     and mace-torch (up to ``--mace-max-atoms``), alternating their order per structure.
     """
     structures = build_structures(args.sizes, tmp / "structures.xyz", args.seed)
@@ -830,7 +831,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="memory: also measure molnet with set_chunking(VALUE), an atom count or '\"auto\"'",
     )
-    parser.add_argument("--whole-max-atoms", type=int, default=2400, help="memory: molnet whole up to this size")
+    parser.add_argument(
+        "--whole-max-atoms", type=int, default=2400, help="memory: molnet with its default chunking up to this size"
+    )
     parser.add_argument("--mace-max-atoms", type=int, default=2400, help="memory: mace-torch up to this size")
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")
