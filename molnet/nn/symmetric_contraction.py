@@ -210,7 +210,8 @@ class SymmetricContraction(nn.Module):
         self.register_buffer("u_fingerprint", torch.tensor(fingerprint, dtype=torch.float64))
         #: optional other evaluator of the same operation (:class:`molnet.nn.cueq.CueqSymmetricContraction`)
         self.accelerated: nn.Module | None = None
-        self._folded_cache: tuple[tuple, tuple[torch.Tensor | None, list[torch.Tensor]]] | None = None
+        #: (weights' key, {element: (highest orders' folded weights, lower orders')}); see _reused_folded_weights
+        self._folded_cache: tuple[tuple, dict[int, tuple]] | None = None
 
     def use_cueq(self, enabled: bool, method: str | None, device: torch.device) -> None:
         """Evaluate with cuequivariance (:class:`molnet.nn.cueq.CueqSymmetricContraction`) or molnet's own code."""
@@ -267,17 +268,26 @@ class SymmetricContraction(nn.Module):
         blocks = out.split(self._out_dims, dim=2)
         return torch.cat([block.reshape(n, c * dim) for block, dim in zip(blocks, self._out_dims)], dim=-1)
 
-    def _reused_folded_weights(self, elements: list[int]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """:meth:`_folded_weights` without autograd, kept for the next call with the same elements and
-        weights (same storage and version counter: an optimiser step, ``load_state_dict`` or ``.to()``
-        changes them)."""
+    def _reused_folded_weights(self, elements: list[int]) -> tuple[list | None, list[list]]:
+        """:meth:`_folded_weights` without autograd, per element, kept for later calls while the
+        weights stay the same (same storage and version counter: an optimiser step,
+        ``load_state_dict`` or ``.to()`` changes them). Kept per element, so that chunks of a
+        structure, each with its own elements, share them."""
         if torch.compiler.is_compiling():  # traced graphs hold no Python-side state
             return self._folded_weights(elements)
-        key = (tuple(elements), *((w.data_ptr(), w._version, w.dtype, w.device) for w in self.weights))
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in self.weights)
         if self._folded_cache is None or self._folded_cache[0] != key:
+            self._folded_cache = (key, {})
+        kept = self._folded_cache[1]
+        missing = [e for e in elements if e not in kept]
+        if missing:
             with torch.no_grad():
-                self._folded_cache = (key, self._folded_weights(elements))
-        return self._folded_cache[1]
+                top, lower = self._folded_weights(missing)
+            for i, e in enumerate(missing):
+                kept[e] = (None if top is None else top[i], [w[i] for w in lower])
+        per_element = [kept[e] for e in elements]
+        top = None if per_element[0][0] is None else [t for t, _ in per_element]
+        return top, [[low[o] for _, low in per_element] for o in range(len(per_element[0][1]))]
 
     def _folded_weights(self, elements: list[int]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """Σ_p W_{z,p,c} U_fold[p, …] for ``elements``: the highest orders' ``[E', C, ΣM·(D+1),
