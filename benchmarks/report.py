@@ -49,9 +49,10 @@ def size_of(r: dict) -> str:
 
 def path_of(r: dict) -> str:
     """molnet's inference path in a speed record."""
+    device = "" if r.get("device", "cpu") == "cpu" else f"{r['device']}: "
     if r.get("molnet_cueq"):
-        return "cuequivariance" + (" + torch.compile" if r.get("molnet_compiled") else "")
-    return "torch.compile" if r.get("molnet_compiled") else "eager"
+        return device + "cuequivariance" + (" + torch.compile" if r.get("molnet_compiled") else "")
+    return device + ("torch.compile" if r.get("molnet_compiled") else "eager")
 
 
 def threads_of(r: dict) -> str:
@@ -133,7 +134,10 @@ def speed_section(records: list[dict]) -> str:
 def memory_section(records: list[dict]) -> str:
     rows = []
     for r in newest(records, lambda r: (threads_of(r), size_of(r), r["dtype"], r["n_atoms"])):
+        if "molnet" not in r or "mace" not in r:
+            continue
         m, a = r["molnet"], r["mace"]
+        chunked = r.get("molnet_chunked")
         rows.append(
             [
                 r["n_atoms"],
@@ -144,6 +148,9 @@ def memory_section(records: list[dict]) -> str:
                 f"{m['working_mib']:.0f}",
                 f"{a['working_mib']:.0f}",
                 f"{r['peak_ratio_molnet_over_mace']:.2f}",
+                f"{r['molnet_chunk']}: {chunked['maxrss_peak_mib']:.0f} ({r['peak_ratio_molnet_chunked_over_mace']:.2f})"
+                if chunked
+                else "–",
                 r["date"][:10] + (" (quick)" if r.get("quick") else ""),
             ]
         )
@@ -159,6 +166,7 @@ def memory_section(records: list[dict]) -> str:
             "molnet above built model",
             "mace-torch above built model",
             "peak ratio molnet/mace",
+            "molnet with --molnet-chunk: chunk: peak (ratio)",
             "date",
         ],
         rows,

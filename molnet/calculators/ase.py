@@ -42,11 +42,11 @@ class MolNetCalculator(Calculator):
         cuequivariance (:meth:`Potential.use_cueq`; needs ``pip install 'molnet[cueq]'``, and
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
     atoms_per_chunk
-        Evaluate a ``mace`` model's message passing this many atoms at a time; ``"auto"`` (the
-        default): only calls whose temporaries would exceed 1 GiB are chunked
-        (:meth:`Potential.set_chunking`); ``None``: whole structures. Same numbers; a fraction of
-        the memory, and faster from several hundred atoms (`benchmarks/README.md`). The ``compile``
-        and ``cueq`` paths evaluate whole structures.
+        How a ``mace`` model splits its atoms (:meth:`Potential.set_chunking`). ``"auto"`` (the
+        default): chunks of up to 48 atoms of similar neighbor count, checkpointed (a fraction of
+        the memory) when a call's temporaries would exceed 1 GiB; an int: checkpointed chunks of
+        that many atoms; ``None``: one neighbor table. Same numbers (`benchmarks/README.md`). The
+        ``compile`` and ``cueq`` paths use one table.
 
     Properties: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``energies`` (per atom, eV),
     and ``stress`` (eV/Å³, Voigt, ASE sign) for structures periodic in all three directions; models

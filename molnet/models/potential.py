@@ -75,18 +75,18 @@ class Potential(nn.Module):
         return self
 
     def set_chunking(self, atoms_per_chunk: int | str | None) -> "Potential":
-        """Evaluate large structures ``atoms_per_chunk`` atoms at a time (``mace`` family).
+        """How the message passing splits the atoms of a call (``mace`` family).
 
-        ``"auto"`` (the default of every MACE): evaluations whose temporaries would exceed
-        1 GiB (4 GiB in train mode) are chunked, in chunks of 48 atoms or fewer
-        (:meth:`molnet.nn.mace.MACE.set_chunking`); an int: that many atoms per chunk; ``None``:
-        whole structures.
+        ``"auto"`` (the default of every MACE): chunks of 48 atoms or fewer of similar neighbor
+        count; when a call's temporaries would exceed 1 GiB (4 GiB in train mode) the chunks are
+        also checkpointed (:meth:`molnet.nn.mace.MACE.set_chunking`). An int: checkpointed chunks
+        of that many atoms. ``None``: one neighbor table for all atoms.
 
-        The per-neighbor tensors of each message-passing layer then exist for one chunk of
-        receiving atoms at a time, and backward recomputes them chunk by chunk (activation
-        checkpointing): energies, forces and stress are the same to rounding (tested), and peak
-        memory falls to a fraction (`benchmarks/README.md`). Families without chunking accept
-        ``"auto"`` and ``None`` and refuse a chunk size. Returns ``self``.
+        Checkpointed, the per-neighbor tensors of each message-passing layer exist for one chunk
+        of receiving atoms at a time, and backward recomputes them chunk by chunk: energies,
+        forces and stress are the same to rounding (tested), and peak memory falls to a fraction
+        (`benchmarks/README.md`). Families without chunking accept ``"auto"`` and ``None`` and
+        refuse a chunk size. Returns ``self``.
         """
         if not hasattr(self.body, "set_chunking"):
             if atoms_per_chunk in ("auto", None):

@@ -369,17 +369,11 @@ class MACE(nn.Module):
         (of atoms in atom order) when ``chunks`` are checkpointed, else all atoms at once."""
         if chunks is None or not chunks.checkpointed or chunks.size >= len(a):
             return product(a, species, constant_weights)
-        size = chunks.size
+        size = chunks.size  # split, not slices: the backward of a split is one cat, not a zero fill per chunk
         return torch.cat(
             [
-                checkpoint(
-                    product,
-                    a[start : start + size],
-                    species[start : start + size],
-                    constant_weights,
-                    use_reentrant=False,
-                )
-                for start in range(0, len(a), size)
+                checkpoint(product, a_k, species_k, constant_weights, use_reentrant=False)
+                for a_k, species_k in zip(a.split(size), species.split(size))
             ]
         )
 
