@@ -54,7 +54,7 @@ class MolnetBackend:
 
     name = "molnet"
 
-    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, dtype: torch.dtype, device: torch.device = torch.device("cpu")) -> None:
         self.dtype, self.device = dtype, device
         self.model = None
 
@@ -131,7 +131,7 @@ class MaceBackend:
 
     name = "mace"
 
-    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, dtype: torch.dtype, device: torch.device = torch.device("cpu")) -> None:
         self.dtype, self.device = dtype, device
         self.model = None
 
@@ -376,7 +376,7 @@ def measure_memory(args: argparse.Namespace) -> dict:
 
     set_threads(args.threads)
     rss_start = maxrss_mib()
-    backend = BACKENDS[args.backend](DTYPES[args.dtype], torch.device("cpu"))
+    backend = BACKENDS[args.backend](DTYPES[args.dtype])
     chunking = {} if args.atoms_per_chunk is None else {"atoms_per_chunk": json.loads(args.atoms_per_chunk)}
     backend.build(json.loads(args.elements), json.loads(args.hyper), **chunking)
     atoms = ase.io.read(args.structures, index=args.index)
