@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import string
 
 import torch
@@ -98,14 +99,6 @@ def monomials(dim: int, order: int) -> tuple[tuple[int, ...], ...]:
     return tuple(t + (k,) for k in range(dim) for t in shorter if t[-1] <= k)
 
 
-def monomial_factors(dim: int, order: int) -> tuple[list[int], list[int]]:
-    """For each tuple of ``monomials(dim, order)``: its position without the last index in
-    ``monomials(dim, order - 1)``, and that last index (the monomial is their product)."""
-    position = {t: i for i, t in enumerate(monomials(dim, order - 1))}
-    tuples = monomials(dim, order)
-    return [position[t[:-1]] for t in tuples], [t[-1] for t in tuples]
-
-
 def fold_onto_monomials(u: torch.Tensor, slots: int) -> torch.Tensor:
     """U^{(ν)} ``[M, D, …(ν times)…, D, P]`` with its first ``slots`` slots folded onto the sorted
     tuples of ``monomials(D, slots)``: ``[P, M, n_monomials, D^(ν - slots)]``.
@@ -122,13 +115,21 @@ def fold_onto_monomials(u: torch.Tensor, slots: int) -> torch.Tensor:
     return folded.permute(3, 0, 1, 2).contiguous()
 
 
-def monomial_levels(a: torch.Tensor, factors: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
-    """The monomials of ``a [..., D]`` of orders 1, 2, …, ``[..., n_monomials]`` each, in the order of
-    :func:`monomials`. ``factors[k]`` holds :func:`monomial_factors` of order k + 2 as index tensors:
-    each monomial is one of the order below times one component of ``a``."""
+def monomial_levels(a: torch.Tensor, orders: int) -> list[torch.Tensor]:
+    """The monomials of ``a [..., D]`` of orders 1 … ``orders``, ``[..., n_monomials]`` each, in the
+    order of :func:`monomials`.
+
+    The monomials of order ν with largest index k are those of order ν − 1 whose largest index is at
+    most k, a prefix of that order's list with C(k + ν − 1, ν − 1) entries, times ``a[..., k]``. So
+    each order is D products of slices, one concatenation: no index-select, whose CPU kernel along
+    the last dimension (and its backward) is an order of magnitude slower.
+    """
+    d = a.shape[-1]
     levels = [a]
-    for shorter_index, last_index in factors:
-        levels.append(levels[-1].index_select(-1, shorter_index) * a.index_select(-1, last_index))
+    for order in range(2, orders + 1):
+        shorter = levels[-1]
+        blocks = [shorter[..., : math.comb(k + order - 1, order - 1)] * a[..., k : k + 1] for k in range(d)]
+        levels.append(torch.cat(blocks, dim=-1))
     return levels
 
 
@@ -175,10 +176,6 @@ class SymmetricContraction(nn.Module):
         #: orders of the monomials built from A: 1 … ν − 1 (just 1 when ν = 1)
         self._levels = list(range(1, max(correlation - 1, 1) + 1))
         self._num_monomials = [len(monomials(d, order)) for order in self._levels]
-        for order in self._levels[1:]:
-            shorter_index, last_index = monomial_factors(d, order)
-            self.register_buffer(f"shorter_index_{order}", torch.tensor(shorter_index), persistent=False)
-            self.register_buffer(f"last_index_{order}", torch.tensor(last_index), persistent=False)
         self.num_elements = num_elements
         if any(mul != self.num_channels for mul, _ in self.irreps_out):
             raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
@@ -251,8 +248,9 @@ class SymmetricContraction(nn.Module):
         present = [e for e, count in enumerate(counts) if count]
         sizes = [counts[e] for e in present]
         x = a[order].transpose(0, 1).contiguous()  # [C, n, D]
-        factors = [(getattr(self, f"shorter_index_{o}"), getattr(self, f"last_index_{o}")) for o in self._levels[1:]]
-        levels = [level.split(sizes, dim=1) for level in monomial_levels(x, factors)]  # per element [C, n_e, n_mono]
+        levels = [
+            level.split(sizes, dim=1) for level in monomial_levels(x, self._levels[-1])
+        ]  # per element [C, n_e, n_mono]
         top, lower = self._reused_folded_weights(present) if constant_weights else self._folded_weights(present)
         out = None
         if top is not None:  # orders ν and ν − 1 from the monomials of order ν − 1
