@@ -27,6 +27,7 @@ from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
 from molnet.nn.convolution import NeighborConvolution, NeighborTable, ReceiverChunks
 from molnet.nn.inputs import GraphInputs, scatter_sum
+from molnet.nn.linear import Linear
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.repulsion import AgnesiTransform, ZBLRepulsion
@@ -156,7 +157,7 @@ class MACEInteraction(nn.Module):
         super().__init__()
         self.target = target
         self._target_blocks = channel_blocks(target)
-        self.linear_up = o3.Linear(irreps_in, irreps_in)
+        self.linear_up = Linear(irreps_in, irreps_in)
         mid, instructions = _conv_irreps(irreps_in, irreps_sh, target)
         # conv_tp defines the convolution (instructions, normalisation, weight layout; its buffers are
         # part of the saved weights); `convolution` evaluates it fused with the neighbor sum
@@ -166,7 +167,7 @@ class MACEInteraction(nn.Module):
         self.convolution = NeighborConvolution(self.conv_tp)
         self.cueq_convolution: nn.Module | None = None  # see use_cueq
         self.conv_weights = radial_mlp(num_bessel, radial_hidden, self.conv_tp.weight_numel)
-        self.linear = o3.Linear(mid, target)
+        self.linear = Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
         self.density_fn = radial_mlp(num_bessel, [], 1) if density else None
         elements = o3.Irreps(f"{num_elements}x0e")
@@ -253,7 +254,7 @@ class MACE(nn.Module):
         target = o3.Irreps([(c.num_channels, ir) for _, ir in self.irreps_sh])
         per_channel = o3.Irreps([(1, ir) for _, ir in self.irreps_sh])
         scalars = o3.Irreps(f"{c.num_channels}x0e")
-        self.embedding = o3.Linear(o3.Irreps(f"{num_elements}x0e"), scalars)
+        self.embedding = Linear(o3.Irreps(f"{num_elements}x0e"), scalars)
         self.radial = RadialEmbedding(c.r_max, c.num_bessel, c.num_polynomial_cutoff)
         self.distance_transform = AgnesiTransform() if c.distance_transform == "agnesi" else None
         self.pair_repulsion = ZBLRepulsion(c.num_polynomial_cutoff) if c.pair_repulsion else None
@@ -284,17 +285,17 @@ class MACE(nn.Module):
             self.products.append(
                 SymmetricContraction(per_channel, hidden, c.correlation, num_elements, c.contraction_basis)
             )
-            self.product_linears.append(o3.Linear(hidden, hidden))
+            self.product_linears.append(Linear(hidden, hidden))
             if last and c.num_interactions > 1:
                 self.readouts.append(
                     nn.Sequential(
-                        o3.Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
+                        Linear(hidden, o3.Irreps(f"{c.readout_hidden}x0e")),
                         e3nn_nn.Activation(o3.Irreps(f"{c.readout_hidden}x0e"), [ACTIVATIONS[c.gate]]),
-                        o3.Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
+                        Linear(o3.Irreps(f"{c.readout_hidden}x0e"), o3.Irreps("0e")),
                     )
                 )
             else:
-                self.readouts.append(o3.Linear(hidden, o3.Irreps("0e")))
+                self.readouts.append(Linear(hidden, o3.Irreps("0e")))
             irreps_in = hidden
         self.long_range = long_range_layers(c.long_range, c.num_channels, c.num_interactions)
         self.coulomb = coulomb_block(c.long_range, c.num_channels)
