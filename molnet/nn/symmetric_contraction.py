@@ -9,9 +9,11 @@ symmetry). Because Π_t A_{l_tm_t} is symmetric in its ν slots, only the sorted
 i_1 ≤ … ≤ i_ν matter: U^{(ν)} is folded once onto these monomials (summing the entries of every
 permutation), the monomials of A are built order by order from the previous order's (each
 order's tuples ordered by their largest index, so those whose largest index is at most k form a
-prefix), and the contraction becomes one matrix product per element with the weights folded
+prefix), and the contraction becomes matrix products per element with the weights folded
 into U. At ν = 3 and D = 16 a channel has 968 monomials against 4,368 entries of A⊗A⊗A and its
-lower powers.
+lower powers. U couples a product of components only to outputs of the product's parity, so the
+highest orders are split by the parity of the monomials: two products with half the weights of
+one (see :meth:`SymmetricContraction._top_orders`).
 
 References:
     Batatia et al., "MACE" (NeurIPS 2022), eqs. 10–11;
@@ -125,6 +127,8 @@ def monomial_levels(a: torch.Tensor, orders: int) -> list[torch.Tensor]:
     the last dimension (and its backward) is an order of magnitude slower.
     """
     d = a.shape[-1]
+    if d == 0:  # no components, no monomials
+        return [a] * orders
     levels = [a]
     for order in range(2, orders + 1):
         shorter = levels[-1]
@@ -133,15 +137,78 @@ def monomial_levels(a: torch.Tensor, orders: int) -> list[torch.Tensor]:
     return levels
 
 
+def parity_blocks(components: list[list[int]], order: int) -> list[list[int]]:
+    """The monomials of order ``order`` in two blocks, even and odd (by their number of odd
+    components), as positions in :func:`monomials`, in the order :func:`parity_block_values` builds them.
+
+    ``components``: A's even and odd components. A block is a sequence of outer products
+    M_{order−q}(even) ⊗ M_q(odd) over the q of its parity (even index major).
+    """
+    if order < 1:
+        return [[], []]
+    position = {t: i for i, t in enumerate(monomials(len(components[0]) + len(components[1]), order))}
+
+    def tuples(comps: list[int], k: int) -> list[tuple[int, ...]]:
+        return [()] if k == 0 else [tuple(comps[i] for i in t) for t in monomials(len(comps), k)]
+
+    return [
+        [
+            position[tuple(sorted(even + odd))]
+            for q in range(parity, order + 1, 2)
+            for even in tuples(components[0], order - q)
+            for odd in tuples(components[1], q)
+        ]
+        for parity in (0, 1)
+    ]
+
+
+def parity_block_values(levels: list[list[torch.Tensor]], order: int, parity: int) -> torch.Tensor:
+    """The monomials of one block of :func:`parity_blocks`, ``[..., rows]``, from
+    ``levels = [monomial_levels(even components, order), monomial_levels(odd components, order)]``."""
+    even, odd = levels
+    parts = []
+    for q in range(parity, order + 1, 2):
+        if q == 0:
+            parts.append(even[order - 1])
+        elif q == order:
+            parts.append(odd[order - 1])
+        else:
+            parts.append((even[order - q - 1].unsqueeze(-1) * odd[q - 1].unsqueeze(-2)).flatten(-2))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def _ranges(components: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices as runs ``(start, stop)`` of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for i in components:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _columns(x: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
+    """``x[..., ranges]``: the runs of columns ``(start, stop)`` side by side."""
+    if len(ranges) == 1:
+        return x[..., ranges[0][0] : ranges[0][1]]
+    return torch.cat([x[..., i:j] for i, j in ranges], dim=-1) if ranges else x[..., :0]
+
+
+def _contract_last(s: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``s [..., M·F]`` and ``factors [..., F]`` → ``Σ_f s[..., m, f] factors[..., f]``, ``[..., M]``."""
+    return (s.unflatten(-1, (-1, factors.shape[-1])) * factors.unsqueeze(-2)).sum(-1)
+
+
 class SymmetricContraction(nn.Module):
     """Element-weighted symmetric contraction of per-channel features A.
 
     Evaluated on monomials (see the module docstring): with M_ν the monomials of A of order ν and
     U folded onto them, the highest order is written as
-    Σ_k A_k Σ_T M_{ν-1}(T) U[T, k], so one matrix product per element,
-    ``[C, n_e, n_monomials(ν-1)] @ [C, n_monomials(ν-1), ΣM·(D+1)]``, gives order ν (columns k < D,
-    contracted with A_k afterwards) and order ν − 1 (column D) at once; lower orders are one product
-    each.
+    Σ_k A_k Σ_T M_{ν-1}(T) U[T, k], so matrix products per element,
+    ``[C, n_e, rows_b] @ [C, rows_b, columns_b]`` for the two parity blocks b of the monomials of
+    order ν − 1 (:meth:`_top_orders`), give order ν (columns contracted with A_k afterwards) and
+    order ν − 1 (a column multiplied by 1) at once; lower orders are one product each.
 
     Parameters
     ----------
@@ -179,6 +246,14 @@ class SymmetricContraction(nn.Module):
         self.num_elements = num_elements
         if any(mul != self.num_channels for mul, _ in self.irreps_out):
             raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
+        # parity blocks (see _top_blocks): components of A by parity, output irreps even ones first
+        parities = [0 if ir.p == 1 else 1 for _, ir in self.irreps_in for _ in range(ir.dim)]
+        self._components = [[i for i, p in enumerate(parities) if p == b] for b in (0, 1)]
+        self._ranges = [_ranges(comps) for comps in self._components]
+        self._out_parity = [0 if ir.p == 1 else 1 for _, ir in self.irreps_out]
+        self._out_order = sorted(range(len(self.irreps_out)), key=lambda k: self._out_parity[k])
+        self._top_rows = parity_blocks(self._components, correlation - 1)
+        self._lower_orders = list(range(1, correlation - 1)) if correlation > 1 else [1]
         self.weights = nn.ParameterList()
         self._layout: list[list[tuple[int, int]]] = []  # per output irrep: (order, index into weights / -1)
         fingerprint = []
@@ -191,14 +266,9 @@ class SymmetricContraction(nn.Module):
                 if n_paths == 0:
                     layout.append((order, -1))
                     continue
-                if order == correlation > 1:  # the last slot stays A_k: [P, M, D, n_monomials(ν-1)]
-                    folded = fold_onto_monomials(u, order - 1).transpose(2, 3)
-                else:  # [P, M, n_monomials(order)]
-                    folded = fold_onto_monomials(u, order)
                 # stored as [P, rest]: folding the weights in is one matmul
-                self.register_buffer(
-                    f"u_{k}_{order}", folded.reshape(n_paths, -1).to(dtype).contiguous(), persistent=False
-                )
+                for name, folded in self._folded_couplings(k, order, u).items():
+                    self.register_buffer(name, folded.reshape(n_paths, -1).to(dtype).contiguous(), persistent=False)
                 self.weights.append(nn.Parameter(torch.randn(num_elements, n_paths, self.num_channels) / n_paths))
                 layout.append((order, len(self.weights) - 1))
                 fingerprint.append(_fingerprint(u))
@@ -209,6 +279,27 @@ class SymmetricContraction(nn.Module):
         self.accelerated: nn.Module | None = None
         #: (weights' key, {element: (highest orders' folded weights, lower orders')}); see _reused_folded_weights
         self._folded_cache: tuple[tuple, dict[int, tuple]] | None = None
+
+    def _folded_couplings(self, k: int, order: int, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """U^{(order)} of output irrep k folded onto monomials, by the role it plays in forward.
+
+        - order ν (> 1): ``top_{k}_{b}`` ``[P, M, n_k, rows_b]`` for both parity blocks b: rows are
+          the block's monomials of order ν − 1, and the n_k components of A they multiply are those
+          whose parity makes the product's parity that of irrep k;
+        - order ν − 1 (≥ 1): ``next_{k}`` ``[P, M, rows]`` on the block of irrep k's parity;
+        - lower orders: ``u_{k}_{order}`` ``[P, M, n_monomials(order)]``.
+        """
+        nu, parity = self.correlation, self._out_parity[k]
+        if order == nu > 1:
+            folded = fold_onto_monomials(u, order - 1)  # [P, M, n_monomials(ν-1), D]
+            return {
+                f"top_{k}_{b}": folded[:, :, rows][:, :, :, self._components[(parity + b) % 2]].transpose(2, 3)
+                for b, rows in enumerate(self._top_rows)
+            }
+        folded = fold_onto_monomials(u, order)  # [P, M, n_monomials(order)]
+        if order == nu - 1:
+            return {f"next_{k}": folded[:, :, self._top_rows[parity]]}
+        return {f"u_{k}_{order}": folded}
 
     def use_cueq(self, enabled: bool, method: str | None, device: torch.device) -> None:
         """Evaluate with cuequivariance (:class:`molnet.nn.cueq.CueqSymmetricContraction`) or molnet's own code."""
@@ -248,23 +339,53 @@ class SymmetricContraction(nn.Module):
         present = [e for e, count in enumerate(counts) if count]
         sizes = [counts[e] for e in present]
         x = a[order].transpose(0, 1).contiguous()  # [C, n, D]
-        levels = [
-            level.split(sizes, dim=1) for level in monomial_levels(x, self._levels[-1])
-        ]  # per element [C, n_e, n_mono]
         top, lower = self._reused_folded_weights(present) if constant_weights else self._folded_weights(present)
-        out = None
-        if top is not None:  # orders ν and ν − 1 from the monomials of order ν − 1
-            s = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(levels[-1], top)], dim=1)
-            s = s.unflatten(2, (-1, d + 1))  # [C, n, ΣM, D + 1]
-            out = (s[..., :d] * x.unsqueeze(2)).sum(-1) + s[..., d]  # [C, n, ΣM]
-        for level, weights in zip(levels, lower):
-            part = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(level, weights)], dim=1)
-            out = part if out is None else out + part
+        out = self._top_orders(x, sizes, top) if top is not None else None
+        if lower:
+            levels = [level.split(sizes, dim=1) for level in monomial_levels(x, self._lower_orders[-1])]
+            for level, weights in zip(levels, lower):  # per element [C, n_e, n_mono] @ [C, n_mono, ΣM]
+                part = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(level, weights)], dim=1)
+                out = part if out is None else out + part
         rank = torch.empty_like(order)
         rank[order] = torch.arange(n, device=order.device)
-        out = out.transpose(0, 1)[rank]  # [n, C, ΣM] in atom order
-        blocks = out.split(self._out_dims, dim=2)
-        return torch.cat([block.reshape(n, c * dim) for block, dim in zip(blocks, self._out_dims)], dim=-1)
+        out = out.transpose(0, 1)[rank]  # [n, C, ΣM] in atom order, output irreps in _out_order
+        blocks = dict(zip(self._out_order, out.split([self._out_dims[k] for k in self._out_order], dim=2)))
+        return torch.cat([blocks[k].reshape(n, c * dim) for k, dim in enumerate(self._out_dims)], dim=-1)
+
+    def _top_orders(self, x: torch.Tensor, sizes: list[int], top: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Orders ν and ν − 1, ``[C, n, ΣM]`` (output irreps in ``_out_order``), from A ``x [C, n, D]``
+        (atoms grouped by element, ``sizes`` per element) and the folded weights of both parity blocks.
+
+        Block b holds the monomials of order ν − 1 of parity b (:func:`parity_blocks`). Each
+        product of a block's monomial with a component A_k has a parity, and U couples it only to
+        output irreps of that parity: the even outputs take the block's products with the
+        components of parity b, the odd outputs those with the others, and the outputs of parity b
+        also the monomials themselves (order ν − 1, a column multiplied by 1). So every column of a
+        block's weights can be nonzero, and the blocks hold half the entries of one
+        ``[n_monomials(ν-1), ΣM·(D+1)]`` matrix.
+        """
+        c, n = x.shape[0], x.shape[1]
+        order = self.correlation - 1
+        halves = [_columns(x, ranges) for ranges in self._ranges]  # A's even and odd components
+        levels = [monomial_levels(half, order) for half in halves]
+        factors = [torch.cat([halves[0], x.new_ones(c, n, 1)], dim=-1), halves[1]]  # even with the 1, odd
+        m_even = sum(self._out_dims[k] for k in self._out_order if self._out_parity[k] == 0)
+        outputs: list[torch.Tensor | None] = [None, None]  # even, odd output irreps
+        for b, weights in enumerate(top):
+            rows = parity_block_values(levels, order, b)  # [C, n, rows_b]
+            if rows.shape[-1] == 0:
+                continue
+            s = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(rows.split(sizes, dim=1), weights)], dim=1)
+            split = m_even * factors[b].shape[-1]  # columns of the even outputs, then the odd ones
+            # (split, not slices: the backward of a split is one cat, not a zero fill per slice)
+            even_part, odd_part = s.split([split, s.shape[-1] - split], dim=-1)
+            for g, (part, f) in enumerate(((even_part, factors[b]), (odd_part, factors[1 - b]))):
+                if part.shape[-1] and f.shape[-1]:
+                    term = _contract_last(part, f)
+                    outputs[g] = term if outputs[g] is None else outputs[g] + term
+        m_odd = sum(self._out_dims) - m_even
+        parts = [x.new_zeros(c, n, m) if o is None else o for o, m in zip(outputs, (m_even, m_odd)) if m]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def _reused_folded_weights(self, elements: list[int]) -> tuple[list | None, list[list]]:
         """:meth:`_folded_weights` without autograd, per element, kept for later calls while the
@@ -282,39 +403,46 @@ class SymmetricContraction(nn.Module):
             with torch.no_grad():
                 top, lower = self._folded_weights(missing)
             for i, e in enumerate(missing):
-                kept[e] = (None if top is None else top[i], [w[i] for w in lower])
+                kept[e] = (None if top is None else [block[i] for block in top], [w[i] for w in lower])
         per_element = [kept[e] for e in elements]
-        top = None if per_element[0][0] is None else [t for t, _ in per_element]
+        top = None if per_element[0][0] is None else [[t[b] for t, _ in per_element] for b in range(2)]
         return top, [[low[o] for _, low in per_element] for o in range(len(per_element[0][1]))]
 
-    def _folded_weights(self, elements: list[int]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """Σ_p W_{z,p,c} U_fold[p, …] for ``elements``: the highest orders' ``[E', C, ΣM·(D+1),
-        n_monomials(ν-1)]`` (None when ν = 1), and per lower order ``[E', C, ΣM, n_monomials]``."""
-        e, c, d = len(elements), self.num_channels, self._dim_in
+    def _folded_weights(self, elements: list[int]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor]]:
+        """Σ_p W_{z,p,c} U_fold[p, …] for ``elements``: per parity block of the highest orders
+        ``[E', C, columns_b, rows_b]`` (None when ν = 1; see :meth:`_top_orders`), and per lower
+        order ``[E', C, ΣM, n_monomials]``; output irreps in ``_out_order``."""
+        e, c, nu = len(elements), self.num_channels, self.correlation
 
-        def folded(k: int, order: int, *shape: int) -> torch.Tensor:
-            w_index = self._layout[k][order - 1][1]
+        def folded(name: str, w_index: int, *shape: int) -> torch.Tensor:
             if w_index < 0:
-                return self.weights[0].new_zeros(e, c, self._out_dims[k], *shape)
+                return self.weights[0].new_zeros(e, c, *shape)
             w = self.weights[w_index][elements].transpose(1, 2)  # [E', C, P]
-            return torch.matmul(w, getattr(self, f"u_{k}_{order}")).reshape(e, c, self._out_dims[k], *shape)
+            return torch.matmul(w, getattr(self, name)).reshape(e, c, *shape)
 
-        nu = self.correlation
         top = None
-        lower_orders = self._levels
         if nu > 1:
-            n_mono = self._num_monomials[-1]
-            top = torch.cat(
+            top = []
+            for b, rows in enumerate(self._top_rows):
+                blocks = []
+                for k in self._out_order:
+                    m, parity = self._out_dims[k], self._out_parity[k]
+                    n_k = len(self._components[(parity + b) % 2])
+                    part = folded(f"top_{k}_{b}", self._layout[k][nu - 1][1], m, n_k, len(rows))
+                    if parity == b:  # order ν − 1: the column multiplied by 1
+                        part = torch.cat([part, folded(f"next_{k}", self._layout[k][nu - 2][1], m, 1, len(rows))], 3)
+                    blocks.append(part.flatten(2, 3))
+                top.append(torch.cat(blocks, dim=2))
+        d = self._dim_in
+        lower = [
+            torch.cat(
                 [
-                    torch.cat([folded(k, nu, d, n_mono), folded(k, nu - 1, 1, n_mono)], dim=3)
-                    for k in range(len(self._out_dims))
+                    folded(f"u_{k}_{order}", self._layout[k][order - 1][1], self._out_dims[k], len(monomials(d, order)))
+                    for k in self._out_order
                 ],
                 dim=2,
-            ).flatten(2, 3)
-            lower_orders = self._levels[:-1]
-        lower = [
-            torch.cat([folded(k, order, self._num_monomials[order - 1]) for k in range(len(self._out_dims))], dim=2)
-            for order in lower_orders
+            )
+            for order in self._lower_orders
         ]
         return top, lower
 

@@ -34,6 +34,10 @@ CASES = [
     ("0e+1o", "3x0e+3x1o", 4, "reduced"),
     ("0e+1o+2e", "5x0e+5x1o", 2, "reduced"),
     ("0e+1o", "5x0e+5x1o", 1, "coupled"),
+    # parity blocks: no odd component of A; odd output first; no even component
+    ("0e", "4x0e", 3, "reduced"),
+    ("0e+1o+2e+3o", "3x1o+3x2e", 3, "reduced"),
+    ("1o", "3x0e+3x1o", 3, "coupled"),
 ]
 
 
