@@ -93,9 +93,10 @@ class MolnetBackend:
 
     @staticmethod
     def collate(graphs: list):
+        """One structure: the graph itself, as the ASE calculator passes it; several: a Batch."""
         from torch_geometric.data import Batch
 
-        return Batch.from_data_list(graphs)
+        return graphs[0] if len(graphs) == 1 else Batch.from_data_list(graphs)
 
     @staticmethod
     def num_edges(batch) -> int:

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from torch_geometric.data import Batch
 
 from molnet.data import AtomicGraph, keys
 from molnet.errors import InputError
@@ -85,7 +84,7 @@ class MolNetCalculator(Calculator):
             self.model.compile_inference()
         self.device = torch.device(device)
         self.skin = float(skin)
-        self._graph: Batch | None = None
+        self._graph: AtomicGraph | None = None
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.neighbor_list_builds = 0
 
@@ -104,13 +103,13 @@ class MolNetCalculator(Calculator):
         displacement = np.linalg.norm(atoms.positions - positions, axis=1).max()
         return not displacement < self.skin / 2
 
-    def _graph_for(self, atoms: Atoms) -> Batch:
+    def _graph_for(self, atoms: Atoms) -> AtomicGraph:
         if self._needs_rebuild(atoms):
             self.model.species_of(
                 torch.as_tensor(atoms.numbers, device=self.device)
             )  # clear error for unknown elements
             graph = AtomicGraph.from_atoms(atoms, self.model.r_max + self.skin, dtype=self.torch_dtype)
-            self._graph = Batch.from_data_list([graph]).to(self.device)
+            self._graph = graph.to(self.device)  # one structure: the model takes the graph itself, no collation
             # the pairs within r_max + skin: candidates from which every call keeps those within r_max
             self._candidates = {k: self._graph[k] for k in (keys.EDGE_INDEX, keys.SHIFTS, keys.UNIT_SHIFTS)}
             self._reference = (atoms.positions.copy(), atoms.cell[:].copy(), atoms.numbers.copy(), atoms.pbc.copy())
