@@ -246,7 +246,7 @@ class SymmetricContraction(nn.Module):
         self.num_elements = num_elements
         if any(mul != self.num_channels for mul, _ in self.irreps_out):
             raise ValueError(f"all output irreps need the same multiplicity, got {self.irreps_out}")
-        # parity blocks (see _top_blocks): components of A by parity, output irreps even ones first
+        # parity blocks (see _top_orders): components of A by parity, output irreps even ones first
         parities = [0 if ir.p == 1 else 1 for _, ir in self.irreps_in for _ in range(ir.dim)]
         self._components = [[i for i, p in enumerate(parities) if p == b] for b in (0, 1)]
         self._ranges = [_ranges(comps) for comps in self._components]
@@ -254,6 +254,7 @@ class SymmetricContraction(nn.Module):
         self._out_order = sorted(range(len(self.irreps_out)), key=lambda k: self._out_parity[k])
         self._top_rows = parity_blocks(self._components, correlation - 1)
         self._lower_orders = list(range(1, correlation - 1)) if correlation > 1 else [1]
+        self._lower_sizes = {order: len(monomials(d, order)) for order in self._lower_orders}  # plain ints
         self.weights = nn.ParameterList()
         self._layout: list[list[tuple[int, int]]] = []  # per output irrep: (order, index into weights / -1)
         fingerprint = []
@@ -433,11 +434,10 @@ class SymmetricContraction(nn.Module):
                         part = torch.cat([part, folded(f"next_{k}", self._layout[k][nu - 2][1], m, 1, len(rows))], 3)
                     blocks.append(part.flatten(2, 3))
                 top.append(torch.cat(blocks, dim=2))
-        d = self._dim_in
         lower = [
             torch.cat(
                 [
-                    folded(f"u_{k}_{order}", self._layout[k][order - 1][1], self._out_dims[k], len(monomials(d, order)))
+                    folded(f"u_{k}_{order}", self._layout[k][order - 1][1], self._out_dims[k], self._lower_sizes[order])
                     for k in self._out_order
                 ],
                 dim=2,
