@@ -39,9 +39,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.quick, args.omp_wait_policy, args.threads = False, None, 1
 
-    import tempfile
-
-    import ase.io
     import torch
     from torch_geometric.data import Batch
 
@@ -49,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     from molnet.models import build_model
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "structures.extxyz"
-        run.build_structures([15, 45], path, seed=0)
-        frames = ase.io.read(path, ":")
+    _, frames = run.read_structures([15, 45])
     hyper = run.hyperparameters(32, 1, 12.16)
     torch.manual_seed(0)
     model = build_model({"name": "mace", "elements": ["H", "C", "O"], **hyper}, torch.float64).train()

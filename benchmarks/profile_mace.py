@@ -128,20 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.quick, args.omp_wait_policy, args.threads = False, None, 1
 
-    import tempfile
-
     import torch
     from ase.data import chemical_symbols
 
     from molnet.models import build_model
 
     torch.set_num_threads(1)
-    import ase.io
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "structures.extxyz"
-        described = run.build_structures(args.sizes, path, seed=0)
-        frames = ase.io.read(path, ":")
+    described, frames = run.read_structures(args.sizes)
     for structure in described:
         torch.manual_seed(0)
         model = build_model({**DEFAULT_SHAPE, "elements": ["H", "C", "O"], "avg_num_neighbors": 12.0}, torch.float64)

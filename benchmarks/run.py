@@ -179,6 +179,16 @@ def build_structures(sizes: Iterable[int], path: Path, seed: int) -> list[Struct
     return out
 
 
+def read_structures(sizes: Iterable[int], seed: int = 0) -> tuple[list[Structure], list]:
+    """The structures of :func:`build_structures` as ASE ``Atoms``, with their descriptions."""
+    import ase.io
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "structures.extxyz"
+        described = build_structures(sizes, path, seed)
+        return described, ase.io.read(path, ":")
+
+
 def average_neighbors(r_max: float, frames: int = 50) -> float:
     """Mean number of neighbors within ``r_max`` over AcAc training frames (as mace-torch computes it)."""
     import ase.io
