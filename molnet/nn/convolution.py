@@ -27,6 +27,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from molnet.nn.inputs import inverse_permutation
+
 
 @dataclass(frozen=True)
 class NeighborTable:
@@ -102,8 +104,7 @@ class ReceiverChunks:
         """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is ``counts [n_nodes]``."""
         num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
-        rank = torch.empty_like(nodes)
-        rank[nodes] = torch.arange(num_nodes, device=receiver.device)
+        rank = inverse_permutation(nodes)
         edges = torch.argsort(rank[receiver], stable=True)
         bounds = list(range(0, num_nodes, size)) + [num_nodes]  # first atom of each chunk, then the end
         offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])[bounds].tolist()

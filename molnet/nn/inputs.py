@@ -101,3 +101,10 @@ def pairs_within(nodes: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor
     start = torch.repeat_interleave(torch.cumsum(partners, 0) - partners, partners)
     second = first + 1 + torch.arange(len(first), device=nodes.device) - start
     return nodes[first], nodes[second]
+
+
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """``rank [n]`` with ``rank[order[i]] = i``: where each index stands in the permutation ``order [n]``."""
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    return rank

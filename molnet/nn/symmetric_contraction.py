@@ -32,6 +32,7 @@ from e3nn import o3
 from torch import nn
 
 from molnet.nn.dtypes import default_dtype
+from molnet.nn.inputs import inverse_permutation
 
 #: The two bases of U^{(ν)}: "reduced" (a basis of the symmetric couplings, e3nn's
 #: ReducedTensorProducts) and "coupled" (every ordered chain of Clebsch–Gordan couplings
@@ -252,6 +253,8 @@ class SymmetricContraction(nn.Module):
         self._ranges = [_ranges(comps) for comps in self._components]
         self._out_parity = [0 if ir.p == 1 else 1 for _, ir in self.irreps_out]
         self._out_order = sorted(range(len(self.irreps_out)), key=lambda k: self._out_parity[k])
+        #: components of the even and of the odd output irreps (plain ints)
+        self._out_widths = [sum(d for d, p in zip(self._out_dims, self._out_parity) if p == b) for b in (0, 1)]
         self._top_rows = parity_blocks(self._components, correlation - 1)
         self._lower_orders = list(range(1, correlation - 1)) if correlation > 1 else [1]
         self._lower_sizes = {order: len(monomials(d, order)) for order in self._lower_orders}  # plain ints
@@ -347,9 +350,7 @@ class SymmetricContraction(nn.Module):
             for level, weights in zip(levels, lower):  # per element [C, n_e, n_mono] @ [C, n_mono, ΣM]
                 part = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(level, weights)], dim=1)
                 out = part if out is None else out + part
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(n, device=order.device)
-        out = out.transpose(0, 1)[rank]  # [n, C, ΣM] in atom order, output irreps in _out_order
+        out = out.transpose(0, 1)[inverse_permutation(order)]  # [n, C, ΣM] in atom order, output irreps in _out_order
         blocks = dict(zip(self._out_order, out.split([self._out_dims[k] for k in self._out_order], dim=2)))
         return torch.cat([blocks[k].reshape(n, c * dim) for k, dim in enumerate(self._out_dims)], dim=-1)
 
@@ -370,7 +371,7 @@ class SymmetricContraction(nn.Module):
         halves = [_columns(x, ranges) for ranges in self._ranges]  # A's even and odd components
         levels = [monomial_levels(half, order) for half in halves]
         factors = [torch.cat([halves[0], x.new_ones(c, n, 1)], dim=-1), halves[1]]  # even with the 1, odd
-        m_even = sum(self._out_dims[k] for k in self._out_order if self._out_parity[k] == 0)
+        m_even, m_odd = self._out_widths
         outputs: list[torch.Tensor | None] = [None, None]  # even, odd output irreps
         for b, weights in enumerate(top):
             rows = parity_block_values(levels, order, b)  # [C, n, rows_b]
@@ -384,7 +385,6 @@ class SymmetricContraction(nn.Module):
                 if part.shape[-1] and f.shape[-1]:
                     term = _contract_last(part, f)
                     outputs[g] = term if outputs[g] is None else outputs[g] + term
-        m_odd = sum(self._out_dims) - m_even
         parts = [x.new_zeros(c, n, m) if o is None else o for o, m in zip(outputs, (m_even, m_odd)) if m]
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
