@@ -3,9 +3,9 @@
 B_{i,c,LM} = Σ_{ν=1..νmax} Σ_p W^{(ν)}_{z_i,p,c} Σ_{l_1m_1..l_νm_ν} U^{(ν)}_{LM,p; l_1m_1..l_νm_ν} Π_t A_{i,c,l_tm_t}
 
 The generalised Clebsch–Gordan tensors U^{(ν)} span all O(3)-equivariant maps from the ν-th
-symmetric power of the per-channel irreps to the output irrep L; they are computed with
-e3nn's :class:`~e3nn.o3.ReducedTensorProducts` (formula ``ij…=ji…`` with full permutation
-symmetry). Because Π_t A_{l_tm_t} is symmetric in its ν slots, only the sorted index tuples
+symmetric power of the per-channel irreps to the output irrep L; they are the basis of e3nn's
+:class:`~e3nn.o3.ReducedTensorProducts` (formula ``ij…=ji…`` with full permutation symmetry),
+found among the coupling chains that end in L only (:func:`_symmetric_reduced_basis`). Because Π_t A_{l_tm_t} is symmetric in its ν slots, only the sorted index tuples
 i_1 ≤ … ≤ i_ν matter: U^{(ν)} is folded once onto these monomials (summing the entries of every
 permutation), the monomials of A are built order by order from the previous order's (each
 order's tuples ordered by their largest index, so those whose largest index is at most k form a
@@ -25,10 +25,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import string
 
 import torch
 from e3nn import o3
+from e3nn.math import orthonormalize
 from torch import nn
 
 from molnet.nn.dtypes import default_dtype
@@ -52,21 +52,68 @@ def coupling_tensors(irreps_in: str, ir_out: str, order: int, basis: str = "redu
         return _coupled_chains(irreps_in, ir_out, order)
     if basis != "reduced":
         raise ValueError(f"contraction basis must be one of {BASES}, got {basis!r}")
-    irreps = o3.Irreps(irreps_in)
-    ir = o3.Irrep(ir_out)
-    indices = string.ascii_lowercase[:order]
-    # symmetric under every permutation of the ν slots: the adjacent transpositions generate them all
-    formula = "=".join(
-        [indices] + [indices[:k] + indices[k + 1] + indices[k] + indices[k + 2 :] for k in range(order - 1)]
-    )
+    return _symmetric_reduced_basis(o3.Irreps(irreps_in), o3.Irrep(ir_out), order)
+
+
+def _recursive_chains(irreps: o3.Irreps, order: int, target: o3.Irrep) -> list[torch.Tensor]:
+    """The Clebsch–Gordan chains ((i_1 ⊗ i_2) → l_12) ⊗ i_3 → … → ``target`` in the order and
+    normalisation of e3nn's ``ReducedTensorProducts``: each step couples with
+    ``wigner_3j(l_out, l_left, l_right) · √(2l_out + 1)``, the intermediate chains are sorted by
+    irrep (stably) after every step from the second on. Each chain is ``[2L+1, D^order]``.
+    """
+    d = irreps.dim
     with default_dtype(torch.float64):
-        rtp = o3.ReducedTensorProducts(formula, filter_ir_out=[ir], **{indices[0]: irreps})
-    q = rtp.change_of_basis  # [n_paths * (2L+1), D, ..., D]
-    n_paths = rtp.irreps_out.count(ir)
-    if n_paths == 0:
-        return torch.zeros((ir.dim,) + (irreps.dim,) * order + (0,), dtype=torch.float64)
-    q = q.reshape((n_paths, ir.dim) + (irreps.dim,) * order)
-    return q.movedim(0, -1).contiguous()
+        eye = torch.eye(d)
+        if any(mul != 1 for mul, _ in irreps):
+            raise ValueError(f"the per-channel irreps of A need multiplicity 1 each, got {irreps}")
+        chains = [(ir, eye[s]) for s, (_, ir) in zip(irreps.slices(), irreps)]
+        for step in range(1, order):
+            last = step == order - 1
+            grown = []
+            for ir_left, left in chains:  # left: [2l+1, D^step]
+                for s, (_, ir) in zip(irreps.slices(), irreps):
+                    for ir_new in ir_left * ir:
+                        if last and ir_new != target:
+                            continue
+                        w = o3.wigner_3j(ir_new.l, ir_left.l, ir.l) * ir_new.dim**0.5  # [new, left, right]
+                        chain = torch.zeros(ir_new.dim, left.shape[1], d)
+                        chain[:, :, s] = torch.einsum("ak,nar->nkr", left, w)
+                        grown.append((ir_new, chain.reshape(ir_new.dim, -1)))
+            chains = sorted(grown, key=lambda c: c[0])
+        return [chain for ir, chain in chains if ir == target]
+
+
+def _symmetric_reduced_basis(irreps: o3.Irreps, target: o3.Irrep, order: int, eps: float = 1e-9) -> torch.Tensor:
+    """The basis of e3nn's ``ReducedTensorProducts("ij…=ji…", filter_ir_out=[target])``, found
+    among the chains that end in ``target`` only: ``[2L+1, D, …, D, n_paths]``.
+
+    A combination x of the chains R_u is symmetric in its slots when x lies in the null space of
+    K = R (1 − Π) Rᵀ (first component of the irrep, Π the average over slot permutations). e3nn
+    finds it as the null space of [[R Rᵀ, −R Pᵀ], [−P Rᵀ, P Pᵀ]] with P an orthonormal basis of
+    the symmetric tensors; that space is {(x, P Rᵀ x)}. The chains are orthonormal in each
+    component (R Rᵀ = 1), so its projector restricted to x is B Bᵀ / 2 for an orthonormal basis B
+    of null(K). Gram–Schmidt of that projector's rows (``e3nn.math.orthonormalize``) and a unit
+    "component" norm give e3nn's basis, without the D^ν × D^ν chains of every output irrep and the
+    permutation basis that e3nn builds.
+    """
+    d = irreps.dim
+    empty = torch.zeros((target.dim,) + (d,) * order + (0,), dtype=torch.float64)
+    chains = _recursive_chains(irreps, order, target)
+    if not chains:
+        return empty
+    r = torch.stack(chains)  # [mul, 2L+1, D^ν]
+    first = r[:, 0].reshape((len(r),) + (d,) * order)
+    symmetric = sum(first.permute(0, *(1 + i for i in p)) for p in itertools.permutations(range(order)))
+    symmetric = symmetric / math.factorial(order)
+    values, vectors = torch.linalg.eigh(first.flatten(1) @ (first - symmetric).flatten(1).T)
+    null = vectors[:, values < eps]  # B [mul, k]
+    if null.shape[1] == 0:
+        return empty
+    projector = null @ null.T / 2
+    x, _ = orthonormalize(projector, eps)
+    basis = torch.einsum("pu,umw->pmw", x, r)  # [n_paths, 2L+1, D^ν]
+    basis = basis * (target.dim / basis.pow(2).sum(dim=(1, 2), keepdim=True)).sqrt()
+    return basis.reshape((len(x), target.dim) + (d,) * order).movedim(0, -1).contiguous()
 
 
 def _coupled_chains(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:

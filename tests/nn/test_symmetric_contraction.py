@@ -97,3 +97,38 @@ def test_weight_gradients_flow_unless_the_weights_are_constant():
     contraction(a, species).sum().backward()
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in contraction.weights)
     assert not contraction(a, species, constant_weights=True).requires_grad
+
+
+def reduced_tensor_products(irreps: str, ir: str, order: int) -> torch.Tensor:
+    """e3nn's ``ReducedTensorProducts`` basis with full slot symmetry, ``[2L+1, D…, P]`` (P = 0 where e3nn raises)."""
+    indices = string.ascii_lowercase[:order]
+    swaps = [indices[:k] + indices[k + 1] + indices[k] + indices[k + 2 :] for k in range(order - 1)]
+    shape = (o3.Irrep(ir).dim,) + (o3.Irreps(irreps).dim,) * order
+    with default_dtype(torch.float64):
+        try:
+            rtp = o3.ReducedTensorProducts("=".join([indices, *swaps]), filter_ir_out=[ir], **{indices[0]: irreps})
+        except ValueError:  # no symmetric coupling reaches ir: e3nn has nothing to concatenate
+            return torch.zeros(shape + (0,), dtype=torch.float64)
+    n_paths = rtp.irreps_out.count(o3.Irrep(ir))
+    return rtp.change_of_basis.reshape((n_paths,) + shape).movedim(0, -1)
+
+
+@pytest.mark.parametrize(
+    ("irreps", "order", "irs"),
+    [
+        ("0e+1o", 1, ["0e", "1o"]),
+        ("0e+1o", 4, ["0e", "1o", "1e", "2e"]),
+        ("0e+1o+2e", 2, ["0e", "1o", "1e", "2e", "3o"]),
+        ("0e+1o+2e", 3, ["0e", "1o", "2e", "3o", "3e"]),
+        ("1o", 3, ["0e", "1o", "3o"]),
+        ("0e+1o+2e+3o", 3, ["3o"]),
+    ],
+)
+def test_reduced_basis_is_e3nns_reduced_tensor_products(irreps, order, irs):
+    """The reduced basis, found among the chains that end in each output irrep, is e3nn's
+    ReducedTensorProducts basis entry for entry (model files store weights in that basis)."""
+    for ir in irs:
+        expected = reduced_tensor_products(irreps, ir, order)
+        got = coupling_tensors(irreps, ir, order, "reduced")
+        assert got.shape == expected.shape, ir
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
