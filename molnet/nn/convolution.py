@@ -27,7 +27,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from molnet.nn.inputs import inverse_permutation
+from molnet.nn.inputs import inverse_permutation, reverse_edge_groups
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,10 @@ class ReceiverChunks:
         size: atoms per chunk
         checkpointed: whether each chunk runs under activation checkpointing (backward recomputes
             it, so that only a chunk's output is kept)
+        pairs: for chunks that are not checkpointed, given lattice translations:
+            :func:`~molnet.nn.inputs.reverse_edge_groups` of the edges in this order, ``(first [G],
+            group [E])``: functions of the edge length (the radial MLP) are evaluated once per
+            edge and its reverse. Checkpointed chunks evaluate them chunk by chunk (None).
     """
 
     nodes: torch.Tensor
@@ -96,18 +100,29 @@ class ReceiverChunks:
     edge_counts: list[int]
     size: int
     checkpointed: bool
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def build(
-        cls, sender: torch.Tensor, receiver: torch.Tensor, counts: torch.Tensor, size: int, checkpointed: bool
+        cls,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        counts: torch.Tensor,
+        size: int,
+        checkpointed: bool,
+        unit_shifts: torch.Tensor | None = None,
     ) -> "ReceiverChunks":
-        """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is ``counts [n_nodes]``."""
+        """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is
+        ``counts [n_nodes]``; ``unit_shifts [E, 3]`` (lattice translations) pair each edge with its reverse."""
         num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
         rank = inverse_permutation(nodes)
         edges = torch.argsort(rank[receiver], stable=True)
         bounds = list(range(0, num_nodes, size)) + [num_nodes]  # first atom of each chunk, then the end
         offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])[bounds].tolist()
+        pairs = None
+        if unit_shifts is not None and not checkpointed:
+            pairs = reverse_edge_groups(sender[edges], receiver[edges], unit_shifts[edges])
         return cls(
             nodes=nodes,
             rank=rank,
@@ -117,6 +132,7 @@ class ReceiverChunks:
             edge_counts=[stop - start for start, stop in zip(offsets, offsets[1:])],
             size=size,
             checkpointed=checkpointed,
+            pairs=pairs,
         )
 
     def split(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -103,6 +103,43 @@ def pairs_within(nodes: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor
     return nodes[first], nodes[second]
 
 
+def reverse_edge_groups(
+    sender: torch.Tensor, receiver: torch.Tensor, unit_shifts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges grouped with their reverses: j→i with lattice translation S and i→j with −S.
+
+    Both vectors are r_j − r_i + S·cell and its exact negation (floating-point subtraction and
+    matrix products with integer translations change sign exactly), so every function of the
+    length alone is the same on both. Edges without a reverse (an edge list that is not
+    symmetric) and repeated edges form groups of their own.
+
+    Args:
+        sender, receiver: ``[E]`` atoms of each edge; unit_shifts: ``[E, 3]`` integer translations
+            (any dtype holding integers)
+
+    Returns:
+        ``first [G]``: one edge of each group (its smallest index); ``group [E]``: each edge's
+        group, so that ``values[first][group]`` spreads per-group values over all edges.
+    """
+    num_edges = len(sender)
+    shifts = unit_shifts.round().long()  # [E, 3]
+    atoms = int(torch.maximum(sender.max(), receiver.max())) + 1 if num_edges else 1
+    span = 2 * int(shifts.abs().max()) + 1 if num_edges else 1
+    # the ordered atom pair and the translation of each edge and of its reverse, as 1-D codes
+    # (1-D unique is a sort; unique over rows is an order of magnitude slower)
+    pair = torch.cat([sender * atoms + receiver, receiver * atoms + sender])
+    code = ((shifts[:, 0] * span + shifts[:, 1]) * span + shifts[:, 2]) + (span**3 - 1) // 2  # in [0, span³)
+    translation = torch.cat([code, span**3 - 1 - code])  # -S encodes as span³ - 1 - code(S)
+    _, pair = torch.unique(pair, return_inverse=True)
+    _, translation = torch.unique(translation, return_inverse=True)
+    key = pair * (2 * num_edges) + translation  # [2E]: the edge itself, then its reverse
+    canonical = torch.minimum(key[:num_edges], key[num_edges:])  # the same on both edges of a pair
+    labels, group = torch.unique(canonical, return_inverse=True)
+    first = torch.full((len(labels),), len(sender), dtype=torch.long, device=sender.device)
+    first = first.scatter_reduce(0, group, torch.arange(len(sender), device=sender.device), "amin")
+    return first, group
+
+
 def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
     """``rank [n]`` with ``rank[order[i]] = i``: where each index stands in the permutation ``order [n]``."""
     rank = torch.empty_like(order)

@@ -43,6 +43,11 @@ CHUNK_BYTES = 64 * 2**20
 AUTO_CHUNK_ABOVE = 2**30
 #: … or, in train mode (where the double backward recomputes every checkpointed chunk), this many.
 AUTO_CHUNK_ABOVE_TRAINING = 2**32
+#: Unless checkpointed, a layer's radial MLP runs once per edge and its reverse when its output for
+#: all pairs takes at most this many bytes. Larger outputs, gathered into every chunk's table and
+#: summed back in backward, live in buffers that the allocator maps anew on every call (glibc maps
+#: blocks above 32 MiB), and the gathers then cost more than the halved MLP saves.
+PAIRED_RADIAL_BYTES = 16 * 2**20
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
 
@@ -176,6 +181,10 @@ class MACEInteraction(nn.Module):
         self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
         self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
 
+    def pairs_pay(self, num_pairs: int, itemsize: int) -> bool:
+        """Whether the radial MLP runs once per edge pair (see ``PAIRED_RADIAL_BYTES``)."""
+        return num_pairs * self.conv_tp.weight_numel * itemsize <= PAIRED_RADIAL_BYTES
+
     def use_cueq(self, enabled: bool, method: str | None, device: torch.device) -> None:
         """Evaluate the convolution with cuequivariance (:class:`molnet.nn.cueq.CueqConvolution`) or not."""
         from molnet.nn.cueq import CueqConvolution
@@ -215,12 +224,28 @@ class MACEInteraction(nn.Module):
         ``chunks.checkpointed`` each chunk's radial weights and convolution run under activation
         checkpointing (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept,
         and backward recomputes the chunk, so the largest tensors of a call, ``[atoms, neighbors,
-        channels]`` per path, exist for one chunk at a time. Each receiver's sum is the same as
-        in one table of all atoms.
+        channels]`` per path, exist for one chunk at a time. Otherwise, where it pays
+        (:meth:`pairs_pay`), the radial MLP runs once per edge and its reverse (``chunks.pairs``),
+        before the chunks, and each chunk's table gathers its weights. Each receiver's sum is the
+        same as in one table of all atoms.
         """
         if not chunks.edge_counts:  # no atoms
             return h.new_zeros(0, self.convolution.irreps_out.dim)
         parts = []
+        if chunks.pairs is not None and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
+            first, group = chunks.pairs
+            weights = self.conv_weights(radial[first])  # [G, weight_numel], one row per edge pair
+            weights = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])  # last row: empty slots
+            empty = group.new_full((1,), len(first))
+            for k, (sh_k, sender_k, receiver_k, group_k) in enumerate(
+                zip(*(chunks.split(x) for x in (edge_sh, sender, receiver, group)))
+            ):
+                start, stop = chunks.rows(k)
+                table = NeighborTable.build(sender_k, receiver_k - start, stop - start)
+                rows = torch.cat([group_k, empty])[table.edge]  # [rows, max_neighbors] weight row of each slot
+                gathered = weights.index_select(0, rows.flatten()).unflatten(0, rows.shape)
+                parts.append(self.convolution(h, table.gather_edges(sh_k), gathered, table))
+            return torch.cat(parts)[chunks.rank]
         pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
         for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
             start, stop = chunks.rows(k)
@@ -403,7 +428,13 @@ class MACE(nn.Module):
             counts = torch.bincount(inputs.receiver, minlength=n_nodes)
             width = int(counts.max()) if len(inputs.receiver) else 0
             size, checkpointed = self._chunking(n_nodes, width, vectors.element_size())
-            chunks = ReceiverChunks.build(inputs.sender, inputs.receiver, counts, size, checkpointed)
+            paired = not checkpointed and any(
+                interaction.pairs_pay(len(inputs.receiver) // 2, vectors.element_size())
+                for interaction in self.interactions
+            )
+            chunks = ReceiverChunks.build(
+                inputs.sender, inputs.receiver, counts, size, checkpointed, inputs.unit_shifts if paired else None
+            )
             edge_sh, radial = edge_sh[chunks.edges], radial[chunks.edges]  # edges in chunk order
             sender, receiver = chunks.sender, chunks.receiver
         h = self.embedding(onehot)  # [n_nodes, C]

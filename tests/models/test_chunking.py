@@ -146,3 +146,57 @@ def test_chunking_refuses_what_it_cannot_do():
     assert mpnn.set_chunking("auto") is mpnn  # nothing to chunk
     with pytest.raises(ConfigError, match="mace family only"):
         mpnn.set_chunking(4)
+
+
+def test_edge_pairs_are_each_edge_and_its_reverse_with_equal_lengths():
+    """In a periodic cell shorter than the cutoff (edges to an atom's own images), every edge
+    pairs with its reverse, translation negated, and both have bitwise the same length; an edge
+    whose reverse is missing stays alone."""
+    from molnet.nn.inputs import reverse_edge_groups
+
+    graph = AtomicGraph.from_atoms(periodic_cell(3), CONFIG["r_max"], dtype=torch.float64)
+    sender, receiver = graph.edge_index
+    first, group = reverse_edge_groups(sender, receiver, graph.unit_shifts)
+    assert (sender == receiver).any()  # images of the atom itself
+    assert torch.equal(torch.bincount(group), torch.full((len(first),), 2))
+    assert torch.equal(group[first], torch.arange(len(first)))
+    partner = torch.zeros_like(group)
+    for g in range(len(first)):
+        a, b = (group == g).nonzero().flatten().tolist()
+        partner[a], partner[b] = b, a
+    assert torch.equal(sender[partner], receiver) and torch.equal(receiver[partner], sender)
+    assert torch.equal(graph.unit_shifts[partner], -graph.unit_shifts)
+    lengths = torch.linalg.norm(graph.positions[sender] - graph.positions[receiver] + graph.shifts, dim=1)
+    assert torch.equal(lengths[partner], lengths)
+    one_way = reverse_edge_groups(sender[:-1], receiver[:-1], graph.unit_shifts[:-1])[1]
+    assert (torch.bincount(one_way) == 1).sum() == 1  # the partner of the dropped edge
+
+
+def test_radial_mlp_per_edge_pair_gives_the_same_energy_forces_stress_and_gradients(monkeypatch):
+    """The radial MLP run once per edge pair equals the MLP on every table slot (PAIRED_RADIAL_BYTES 0),
+    in one table and in plain chunks of three atoms, for a batch with a lone atom and periodic cells."""
+    import molnet.nn.mace as mace
+
+    structures = _structures()
+    batch = Batch.from_data_list([AtomicGraph.from_atoms(a, CONFIG["r_max"], dtype=torch.float64) for a in structures])
+    model = _model()
+    paired_layers = [i.pairs_pay(len(batch.edge_index[0]) // 2, 8) for i in model.body.interactions]
+    assert all(paired_layers)
+
+    def run():
+        out = model(batch, compute_forces=True, compute_stress=True, training=True)
+        loss = out["energy"].square().sum() + out["forces"].square().sum()
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+        return [out["energy"], out["forces"], out["stress"], *grads]
+
+    results = {}
+    for chunk_atoms in (48, 3):
+        monkeypatch.setattr(mace, "CHUNK_ATOMS", chunk_atoms)
+        for label, limit in (("paired", mace.PAIRED_RADIAL_BYTES), ("per slot", 0)):
+            monkeypatch.setattr(mace, "PAIRED_RADIAL_BYTES", limit)
+            model.set_chunking("auto")
+            results[label, chunk_atoms] = run()
+    reference = results["per slot", 48]
+    for key, values in results.items():
+        for a, b in zip(values, reference, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=str(key))
