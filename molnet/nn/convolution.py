@@ -86,10 +86,10 @@ class ReceiverChunks:
         size: atoms per chunk
         checkpointed: whether each chunk runs under activation checkpointing (backward recomputes
             it, so that only a chunk's output is kept)
-        pairs: for chunks that are not checkpointed, given lattice translations:
-            :func:`~molnet.nn.inputs.reverse_edge_groups` of the edges in this order, ``(first [G],
-            group [E])``: functions of the edge length (the radial MLP) are evaluated once per
-            edge and its reverse. Checkpointed chunks evaluate them chunk by chunk (None).
+        pairs: each edge grouped with its reverse, ``(first [G], group [E])`` in the order of
+            ``edges`` (:func:`~molnet.nn.inputs.reverse_edge_groups`), so that functions of the
+            edge length (the radial MLP) can run once per pair; None when checkpointed (each chunk
+            then evaluates its own edges) or when built without lattice translations
     """
 
     nodes: torch.Tensor
@@ -113,7 +113,8 @@ class ReceiverChunks:
         unit_shifts: torch.Tensor | None = None,
     ) -> "ReceiverChunks":
         """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is
-        ``counts [n_nodes]``; ``unit_shifts [E, 3]`` (lattice translations) pair each edge with its reverse."""
+        ``counts [n_nodes]``; with ``unit_shifts [E, 3]`` (lattice translations) and not
+        ``checkpointed``, each edge is also paired with its reverse (``pairs``)."""
         num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
         rank = inverse_permutation(nodes)
