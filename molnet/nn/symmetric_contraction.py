@@ -55,11 +55,14 @@ def coupling_tensors(irreps_in: str, ir_out: str, order: int, basis: str = "redu
     return _symmetric_reduced_basis(o3.Irreps(irreps_in), o3.Irrep(ir_out), order)
 
 
-def _recursive_chains(irreps: o3.Irreps, order: int, target: o3.Irrep) -> list[torch.Tensor]:
-    """The Clebsch–Gordan chains ((i_1 ⊗ i_2) → l_12) ⊗ i_3 → … → ``target`` in the order and
-    normalisation of e3nn's ``ReducedTensorProducts``: each step couples with
-    ``wigner_3j(l_out, l_left, l_right) · √(2l_out + 1)``, the intermediate chains are sorted by
-    irrep (stably) after every step from the second on. Each chain is ``[2L+1, D^order]``.
+def _recursive_chains(irreps: o3.Irreps, order: int, target: o3.Irrep, sort: bool = True) -> list[torch.Tensor]:
+    """The Clebsch–Gordan chains ((i_1 ⊗ i_2) → l_12) ⊗ i_3 → … → ``target``, each ``[2L+1, D^order]``.
+
+    Each step couples with ``wigner_3j(l_out, l_left, l_right) · √(2l_out + 1)`` ("component"
+    normalisation; e3nn's 3j symbols are exactly invariant under cyclic permutation of their
+    indices). Chains are enumerated by left chain, then right irrep, then output irrep; with
+    ``sort`` the intermediate chains are sorted by irrep (stably) after every step from the second
+    on, the order of e3nn's ``ReducedTensorProducts``.
     """
     d = irreps.dim
     with default_dtype(torch.float64):
@@ -79,7 +82,7 @@ def _recursive_chains(irreps: o3.Irreps, order: int, target: o3.Irrep) -> list[t
                         chain = torch.zeros(ir_new.dim, left.shape[1], d)
                         chain[:, :, s] = torch.einsum("ak,nar->nkr", left, w)
                         grown.append((ir_new, chain.reshape(ir_new.dim, -1)))
-            chains = sorted(grown, key=lambda c: c[0])
+            chains = sorted(grown, key=lambda c: c[0]) if sort else grown
         return [chain for ir, chain in chains if ir == target]
 
 
@@ -118,25 +121,11 @@ def _symmetric_reduced_basis(irreps: o3.Irreps, target: o3.Irrep, order: int, ep
 
 def _coupled_chains(irreps_in: str, ir_out: str, order: int) -> torch.Tensor:
     """Every ordered coupling chain ending in ``ir_out``, each Wigner-3j scaled by √(2l+1) ("component")."""
-    irreps = o3.Irreps(irreps_in)
-    target = o3.Irrep(ir_out)
-    d = irreps.dim
-    with default_dtype(torch.float64):
-        # chains so far: (irrep, tensor [D, …(k times)…, D, 2l+1])
-        chains = [(ir, torch.eye(d)[:, s]) for s, (_, ir) in zip(irreps.slices(), irreps)]
-        for _ in range(order - 1):
-            grown = []
-            for ir_left, left in chains:
-                for s, (_, ir) in zip(irreps.slices(), irreps):
-                    select = torch.eye(d)[:, s]  # [D, 2l+1]
-                    for ir_new in ir_left * ir:
-                        c = o3.wigner_3j(ir_left.l, ir.l, ir_new.l) * ir_new.dim**0.5  # [left, m, new]
-                        grown.append((ir_new, torch.einsum("...a,dm,amn->...dn", left, select, c)))
-            chains = grown
-        paths = [t for ir, t in chains if ir == target]
+    irreps, target = o3.Irreps(irreps_in), o3.Irrep(ir_out)
+    paths = _recursive_chains(irreps, order, target, sort=False)
     if not paths:
-        return torch.zeros((target.dim,) + (d,) * order + (0,), dtype=torch.float64)
-    return torch.stack(paths, dim=-1).movedim(-2, 0).contiguous()  # [2L+1, D…, P]
+        return torch.zeros((target.dim,) + (irreps.dim,) * order + (0,), dtype=torch.float64)
+    return torch.stack(paths, dim=-1).reshape((target.dim,) + (irreps.dim,) * order + (len(paths),))  # [2L+1, D…, P]
 
 
 @functools.lru_cache(maxsize=None)
