@@ -237,14 +237,20 @@ class MACEInteraction(nn.Module):
             weights = self.conv_weights(radial[first])  # [G, weight_numel], one row per edge pair
             weights = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])  # last row: empty slots
             empty = group.new_full((1,), len(first))
-            for k, (sh_k, sender_k, receiver_k, group_k) in enumerate(
-                zip(*(chunks.split(x) for x in (edge_sh, sender, receiver, group)))
+            tables, rows = [], []
+            for k, (sender_k, receiver_k, group_k) in enumerate(
+                zip(*(chunks.split(x) for x in (sender, receiver, group)))
             ):
                 start, stop = chunks.rows(k)
-                table = NeighborTable.build(sender_k, receiver_k - start, stop - start)
-                rows = torch.cat([group_k, empty])[table.edge]  # [rows, max_neighbors] weight row of each slot
-                gathered = weights.index_select(0, rows.flatten()).unflatten(0, rows.shape)
-                parts.append(self.convolution(h, table.gather_edges(sh_k), gathered, table))
+                tables.append(NeighborTable.build(sender_k, receiver_k - start, stop - start))
+                rows.append(torch.cat([group_k, empty])[tables[-1].edge].flatten())  # weight row of each slot
+            # one gather for all chunks: its backward is one sum into [G + 1, weight_numel], where a
+            # gather per chunk would zero-fill and add a tensor of that size per chunk
+            gathered = weights.index_select(0, torch.cat(rows)).split([len(r) for r in rows])
+            for table, sh_k, weights_k in zip(tables, chunks.split(edge_sh), gathered):
+                parts.append(
+                    self.convolution(h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table)
+                )
             return torch.cat(parts)[chunks.rank]
         pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
         for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
