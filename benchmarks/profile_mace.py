@@ -121,7 +121,7 @@ def crystal(n_atoms: int):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[15, 600, 2400])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[15, 600, 2400])
     parser.add_argument("--foundation", type=int, nargs="*", default=[512])
     parser.add_argument("--whole", action="store_true", help="evaluate whole structures (set_chunking(None))")
     parser.add_argument("--no-save", action="store_true")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     from molnet.models import build_model
 
     torch.set_num_threads(1)
-    described, frames = run.read_structures(args.sizes)
+    described, frames = run.read_structures(args.sizes) if args.sizes else ([], [])
     for structure in described:
         torch.manual_seed(0)
         model = build_model({**DEFAULT_SHAPE, "elements": ["H", "C", "O"], "avg_num_neighbors": 12.0}, torch.float64)

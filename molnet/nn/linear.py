@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from e3nn import o3
 
@@ -79,3 +81,99 @@ class Linear(o3.Linear):
         if len(outputs) == 1:
             return outputs[0]
         return torch.cat(outputs, dim=1) if outputs else features.new_zeros(n, 0)
+
+
+@dataclass(frozen=True)
+class ElementGroups:
+    """The atoms of a call grouped by element in a padded table ``[n_present, width]``, built once
+    per forward for :meth:`ElementLinear.by_element`.
+
+    Attributes:
+        present: ``[n_present]`` the elements present, ascending
+        slots: ``[n_present, width]`` the atom in each slot (atoms of one element in atom order);
+            ``n_atoms`` marks an empty slot
+        position: ``[n_atoms]`` each atom's slot in the flattened table
+    """
+
+    present: torch.Tensor
+    slots: torch.Tensor
+    position: torch.Tensor
+
+    @classmethod
+    def build(cls, species: torch.Tensor, num_elements: int) -> "ElementGroups":
+        """Group the atoms of ``species [n_atoms]`` (element indices below ``num_elements``)."""
+        n = len(species)
+        counts = torch.bincount(species, minlength=num_elements)  # [num_elements]
+        present = torch.nonzero(counts).flatten()
+        width = int(counts.max()) if n else 0
+        order = torch.argsort(species, stable=True)
+        element = species[order]
+        group = (torch.cumsum(counts > 0, 0) - 1)[element]  # row of each atom in atom order of `order`
+        slot = torch.arange(n, device=species.device) - (torch.cumsum(counts, 0) - counts)[element]
+        flat = group * width + slot  # [n]
+        slots = torch.full((len(present) * width,), n, dtype=torch.long, device=species.device)
+        slots[flat] = order
+        position = torch.empty_like(order)
+        position[order] = flat
+        return cls(present=present, slots=slots.view(len(present), width), position=position)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-atom rows ``[n_atoms, F]`` → ``[n_present, width, F]``, zero in empty slots."""
+        return torch.cat([x, x.new_zeros(1, x.shape[1])])[self.slots]
+
+    def scatter(self, table: torch.Tensor) -> torch.Tensor:
+        """``[n_present, width, F]`` → per-atom rows ``[n_atoms, F]``."""
+        return table.flatten(0, 1)[self.position]
+
+
+class ElementLinear(o3.FullyConnectedTensorProduct):
+    """e3nn's ``FullyConnectedTensorProduct(irreps_in, "E x 0e", irreps_out)`` of features and the
+    one-hot encoding of E elements (MACE's element-dependent self-connection), with
+    :meth:`by_element`: one linear map per element present.
+
+    Same constructor, parameters, initialisation and ``state_dict`` as e3nn. With a one-hot second
+    input, e3nn's product is, per instruction ``irreps_in[i] → irreps_out[k]`` (same irrep),
+    ``c · Σ_u W[u, e, w] x[u, m]`` for the atom's element e, where ``c`` is the path weight times
+    the Wigner-3j entry of ``l ⊗ 0 → l``. e3nn evaluates it over all E elements (``E·mul_in·mul_out``
+    multiply-adds per component of every atom); :meth:`by_element` multiplies each element's atoms
+    by its ``[mul_in, mul_out]`` block only, E times fewer (89 elements in the foundation models).
+
+    Shapes:
+        - forward (e3nn): ``x [n, irreps_in.dim]``, ``onehot [n, E]`` → ``[n, irreps_out.dim]``
+        - by_element: ``x [n, irreps_in.dim]``, :class:`ElementGroups` of the same n atoms →
+          ``[n, irreps_out.dim]``
+    """
+
+    def __init__(self, irreps_in, num_elements: int, irreps_out) -> None:
+        super().__init__(irreps_in, o3.Irreps(f"{num_elements}x0e"), irreps_out)
+        self.num_elements = num_elements
+        in_dims = [mul * ir.dim for mul, ir in self.irreps_in1]
+        out_dims = [mul * ir.dim for mul, ir in self.irreps_out]
+        offsets = [0]
+        for ins in self.instructions:
+            offsets.append(offsets[-1] + ins.path_shape[0] * ins.path_shape[1] * ins.path_shape[2])
+        # (input irrep, output irrep, mul_in, mul_out, 2l+1, weight offset, coefficient) as plain ints
+        self._paths: list[tuple[int, int, int, int, int, int, float]] = []
+        for ins, offset in zip(self.instructions, offsets):
+            mul_in, ir = self.irreps_in1[ins.i_in1]
+            mul_out = self.irreps_out[ins.i_out].mul
+            coefficient = ins.path_weight * float(o3.wigner_3j(ir.l, 0, ir.l)[0, 0, 0])
+            self._paths.append((ins.i_in1, ins.i_out, mul_in, mul_out, ir.dim, offset, coefficient))
+        self._in_dims, self._out_dims = in_dims, out_dims
+
+    def by_element(self, x: torch.Tensor, groups: ElementGroups) -> torch.Tensor:
+        table = groups.gather(x)  # [G, width, irreps_in.dim]
+        g, width = table.shape[0], table.shape[1]
+        blocks = table.split(self._in_dims, dim=-1)
+        outputs: list[torch.Tensor | None] = [None] * len(self._out_dims)
+        for i_in, i_out, mul_in, mul_out, dim, offset, coefficient in self._paths:
+            w = self.weight[offset : offset + mul_in * self.num_elements * mul_out].view(mul_in, -1, mul_out)
+            w = w.transpose(0, 1)[groups.present] * coefficient  # [G, mul_in, mul_out]
+            if dim == 1:
+                y = torch.bmm(blocks[i_in], w)  # [G, width, mul_out]
+            else:  # [G, width, mul_in, 2l+1] → [G, width·(2l+1), mul_in] @ w → back to [G, width, mul_out·(2l+1)]
+                xb = blocks[i_in].reshape(g, width, mul_in, dim).transpose(2, 3).reshape(g, width * dim, mul_in)
+                y = torch.bmm(xb, w).reshape(g, width, dim, mul_out).transpose(2, 3).reshape(g, width, mul_out * dim)
+            outputs[i_out] = y if outputs[i_out] is None else outputs[i_out] + y
+        parts = [table.new_zeros(g, width, d) if o is None else o for o, d in zip(outputs, self._out_dims)]
+        return groups.scatter(torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0])

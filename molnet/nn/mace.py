@@ -27,7 +27,7 @@ from molnet.errors import ConfigError
 from molnet.nn.config import GraphConfig
 from molnet.nn.convolution import NeighborConvolution, NeighborTable, ReceiverChunks
 from molnet.nn.inputs import GraphInputs, scatter_sum
-from molnet.nn.linear import Linear
+from molnet.nn.linear import ElementGroups, ElementLinear, Linear
 from molnet.nn.long_range import add_coulomb, coulomb_block, long_range_layers
 from molnet.nn.radial import RadialEmbedding, radial_mlp
 from molnet.nn.repulsion import AgnesiTransform, ZBLRepulsion
@@ -137,7 +137,8 @@ class MACEInteraction(nn.Module):
     smooth neighbor count per atom).
 
     Shapes:
-        - node_feats: ``[n_nodes, irreps_in.dim]``; edge_sh ``[n_edges, sh.dim]``;
+        - node_feats: ``[n_nodes, irreps_in.dim]``; groups: the atoms by element
+          (:class:`~molnet.nn.linear.ElementGroups`); edge_sh ``[n_edges, sh.dim]``;
           radial ``[n_edges, num_bessel]``; sender, receiver ``[n_edges]``
         - chunks: the atoms in chunks (:class:`~molnet.nn.convolution.ReceiverChunks`); the edge
           tensors are then in the order of ``chunks.edges`` and ``receiver`` is ``chunks.receiver``
@@ -175,11 +176,10 @@ class MACEInteraction(nn.Module):
         self.linear = Linear(mid, target)
         self.avg_num_neighbors = avg_num_neighbors
         self.density_fn = radial_mlp(num_bessel, [], 1) if density else None
-        elements = o3.Irreps(f"{num_elements}x0e")
         # a residual layer keeps an element-dependent self-connection of its input; a non-residual
         # one (MACEConfig.first_layer_residual=False) mixes its aggregated message per element instead
-        self.skip = o3.FullyConnectedTensorProduct(irreps_in, elements, hidden) if residual else None
-        self.element_mix = None if residual else o3.FullyConnectedTensorProduct(target, elements, target)
+        self.skip = ElementLinear(irreps_in, num_elements, hidden) if residual else None
+        self.element_mix = None if residual else ElementLinear(target, num_elements, target)
 
     def pairs_pay(self, num_pairs: int, itemsize: int) -> bool:
         """Whether the radial MLP runs once per edge pair (see ``PAIRED_RADIAL_BYTES``)."""
@@ -194,14 +194,14 @@ class MACEInteraction(nn.Module):
     def forward(
         self,
         node_feats,
-        node_onehot,
+        groups: ElementGroups,
         edge_sh,
         radial,
         sender,
         receiver,
         chunks: ReceiverChunks | None,
     ):
-        skip = self.skip(node_feats, node_onehot) if self.skip is not None else None
+        skip = self.skip.by_element(node_feats, groups) if self.skip is not None else None
         h = self.linear_up(node_feats)
         if chunks is None:
             summed = self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver)
@@ -214,7 +214,7 @@ class MACEInteraction(nn.Module):
             density = scatter_sum(edge_density, receiver, len(h))
             a = self.linear(summed) / ((density if chunks is None else density[chunks.rank]) + 1.0)
         if self.element_mix is not None:
-            a = self.element_mix(a, node_onehot)
+            a = self.element_mix.by_element(a, groups)
         return to_channels(a, self._target_blocks), skip
 
     def chunked_convolution(self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks) -> torch.Tensor:
@@ -444,6 +444,7 @@ class MACE(nn.Module):
             edge_sh, radial = edge_sh[chunks.edges], radial[chunks.edges]  # edges in chunk order
             sender, receiver = chunks.sender, chunks.receiver
         h = self.embedding(onehot)  # [n_nodes, C]
+        groups = ElementGroups.build(inputs.species, self.num_elements)  # for the element-dependent layers
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
             energy = energy + self.pair_repulsion(lengths, z_sender, z_receiver, inputs.receiver, len(h))
@@ -453,7 +454,7 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(h, onehot, edge_sh, radial, sender, receiver, chunks)  # a: [n_nodes, C, D]
+            a, skip = interaction(h, groups, edge_sh, radial, sender, receiver, chunks)  # a: [n_nodes, C, D]
             h = linear(self._product(product, a, inputs.species, chunks, inputs.constant_weights))
             if skip is not None:
                 h = h + skip

@@ -5,7 +5,7 @@ import torch
 from e3nn import o3
 
 from molnet.nn.dtypes import default_dtype
-from molnet.nn.linear import Linear
+from molnet.nn.linear import ElementGroups, ElementLinear, Linear
 
 CASES = [
     ("8x0e", "5x0e"),
@@ -62,3 +62,37 @@ def test_loads_an_e3nn_linear_state_dict():
     linear.load_state_dict(reference.state_dict())
     x = torch.randn(5, 13, dtype=torch.float64)
     torch.testing.assert_close(linear(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
+ELEMENT_CASES = [
+    ("6x0e", 3, "6x0e+6x1o"),  # MACE's first-layer skip: scalars in, an output irrep without input
+    ("5x0e+5x1o", 4, "3x0e+2x1o"),
+    ("2x0e+3x1o+2x2e+2x3o", 89, "2x0e+2x1o+2x2e+2x3o"),  # many elements, few present; a dropped input
+]
+
+
+@pytest.mark.parametrize(
+    "species",
+    [[2, 0, 2, 2, 1, 0, 2, 2], [1], [0, 0, 0], []],
+    ids=["uneven groups", "one atom", "one element", "no atoms"],
+)
+@pytest.mark.parametrize("irreps_in,num_elements,irreps_out", ELEMENT_CASES, ids=[str(c) for c in ELEMENT_CASES])
+def test_element_linear_equals_e3nns_product_with_the_one_hot_elements(irreps_in, num_elements, irreps_out, species):
+    """ElementLinear.by_element (one map per element present) against e3nn's fully connected
+    tensor product with the one-hot elements: values and gradients of inputs and weights."""
+    with default_dtype(torch.float64):
+        torch.manual_seed(0)
+        reference = o3.FullyConnectedTensorProduct(irreps_in, f"{num_elements}x0e", irreps_out)
+        torch.manual_seed(0)
+        linear = ElementLinear(irreps_in, num_elements, irreps_out)
+    assert torch.equal(reference.weight, linear.weight) and linear.state_dict().keys() == reference.state_dict().keys()
+    species = torch.tensor(species, dtype=torch.long) * (num_elements // 3 or 1) % num_elements
+    x = torch.randn(len(species), o3.Irreps(irreps_in).dim, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(len(species), o3.Irreps(irreps_out).dim, dtype=torch.float64)
+    onehot = torch.nn.functional.one_hot(species, num_elements).double()
+    results = []
+    for y in (reference(x, onehot), linear.by_element(x, ElementGroups.build(species, num_elements))):
+        grads = torch.autograd.grad((y * probe).sum(), [x, reference.weight, linear.weight], allow_unused=True)
+        results.append((y, grads[0], grads[1] if grads[1] is not None else grads[2]))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
