@@ -160,23 +160,20 @@ def monomial_levels(a: torch.Tensor, orders: int) -> list[torch.Tensor]:
 
     The monomials of order ν with largest index k are those of order ν − 1 whose largest index is at
     most k, a prefix of that order's list with C(k + ν − 1, ν − 1) entries, times ``a[..., k]``. So
-    each order is one outer product ``a ⊗ M_{ν−1}`` (row k: ``a[..., k]`` times every monomial of
-    order ν − 1), cut by one split into the prefix of every row and the rest, and one concatenation
-    of the prefixes: a constant number of operations whatever D, whose backward is one
-    concatenation and one product (no index-select, whose CPU kernel along the last dimension is an
-    order of magnitude slower, and no slice per row, each of whose backward fills a zero tensor).
+    each order is D products of a prefix and a column (the columns from one split of ``a``, whose
+    backward is one concatenation) and one concatenation: on large inputs several times faster,
+    forward and backward, than an index-select along the last dimension or an outer product
+    ``a ⊗ M_{ν−1}`` cut to its prefixes.
     """
     d = a.shape[-1]
     if d == 0:  # no components, no monomials
         return [a] * orders
+    columns = a.split(1, dim=-1)  # [..., 1] each
     levels = [a]
     for order in range(2, orders + 1):
         shorter = levels[-1]
-        width = shorter.shape[-1]
-        keep = [math.comb(k + order - 1, order - 1) for k in range(d)]  # the prefix of row k
-        outer = (a.unsqueeze(-1) * shorter.unsqueeze(-2)).flatten(-2)  # [..., D·width]
-        pieces = outer.split([size for prefix in keep for size in (prefix, width - prefix)], dim=-1)
-        levels.append(torch.cat(pieces[0::2], dim=-1))
+        blocks = [shorter[..., : math.comb(k + order - 1, order - 1)] * columns[k] for k in range(d)]
+        levels.append(torch.cat(blocks, dim=-1))
     return levels
 
 
@@ -220,27 +217,22 @@ def parity_block_values(levels: list[list[torch.Tensor]], order: int, parity: in
     return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
-def column_runs(groups: list[list[int]], width: int) -> list[tuple[int, int]]:
-    """The ``width`` columns as runs ``(group, length)`` of consecutive columns of one of the
-    disjoint column lists ``groups`` (group −1: columns of none), for :func:`column_groups`."""
-    owner = {column: i for i, group in enumerate(groups) for column in group}
+def _ranges(components: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices as runs ``(start, stop)`` of consecutive ones."""
     runs: list[tuple[int, int]] = []
-    for column in range(width):
-        group = owner.get(column, -1)
-        if runs and runs[-1][0] == group:
-            runs[-1] = (group, runs[-1][1] + 1)
+    for i in components:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
         else:
-            runs.append((group, 1))
+            runs.append((i, i + 1))
     return runs
 
 
-def column_groups(x: torch.Tensor, runs: list[tuple[int, int]], num_groups: int) -> list[torch.Tensor]:
-    """``[x[..., group] for group in groups]`` (sorted column lists, :func:`column_runs`), from one
-    split of ``x`` into the runs: its backward is one concatenation, where a slice per run would
-    fill a zero tensor of ``x``'s size in backward."""
-    pieces = x.split([length for _, length in runs], dim=-1)
-    selected = [[piece for (group, _), piece in zip(runs, pieces) if group == i] for i in range(num_groups)]
-    return [torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0] if parts else x[..., :0] for parts in selected]
+def _columns(x: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
+    """``x[..., ranges]``: the runs of columns ``(start, stop)`` side by side."""
+    if len(ranges) == 1:
+        return x[..., ranges[0][0] : ranges[0][1]]
+    return torch.cat([x[..., i:j] for i, j in ranges], dim=-1) if ranges else x[..., :0]
 
 
 def _contract_last(s: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -297,7 +289,7 @@ class SymmetricContraction(nn.Module):
         # parity blocks (see _top_orders): components of A by parity, output irreps even ones first
         parities = [0 if ir.p == 1 else 1 for _, ir in self.irreps_in for _ in range(ir.dim)]
         self._components = [[i for i, p in enumerate(parities) if p == b] for b in (0, 1)]
-        self._component_runs = column_runs(self._components, d)
+        self._ranges = [_ranges(comps) for comps in self._components]
         self._out_parity = [0 if ir.p == 1 else 1 for _, ir in self.irreps_out]
         self._out_order = sorted(range(len(self.irreps_out)), key=lambda k: self._out_parity[k])
         #: components of the even and of the odd output irreps (plain ints)
@@ -359,12 +351,10 @@ class SymmetricContraction(nn.Module):
         self.accelerated = CueqSymmetricContraction(self, method, device) if enabled else None
 
     def bytes_per_atom(self, itemsize: int) -> int:
-        """Bytes per atom of the largest intermediates: the monomials of A (and, while the highest
-        order is built, its outer product :func:`monomial_levels`), and the product with the
-        highest order's weights (twice, while contracted with A)."""
+        """Bytes per atom of the largest intermediates: the monomials of A (the highest twice, while
+        built), and the product with the highest order's weights (twice, while contracted with A)."""
         d, m = self.irreps_in.dim, sum(self._out_dims)
-        outer = d * (self._num_monomials[-2] if len(self._num_monomials) > 1 else 1)
-        monomial_entries = sum(self._num_monomials) + outer
+        monomial_entries = sum(self._num_monomials) + 2 * self._num_monomials[-1]
         return itemsize * self.num_channels * (monomial_entries + 2 * m * (d + 1))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -417,7 +407,7 @@ class SymmetricContraction(nn.Module):
         """
         c, n = x.shape[0], x.shape[1]
         order = self.correlation - 1
-        halves = column_groups(x, self._component_runs, 2)  # A's even and odd components
+        halves = [_columns(x, ranges) for ranges in self._ranges]  # A's even and odd components
         levels = [monomial_levels(half, order) for half in halves]
         factors = [torch.cat([halves[0], x.new_ones(c, n, 1)], dim=-1), halves[1]]  # even with the 1, odd
         m_even, m_odd = self._out_widths
