@@ -108,7 +108,7 @@ class ElementGroups:
         width = int(counts.max()) if n else 0
         order = torch.argsort(species, stable=True)
         element = species[order]
-        group = (torch.cumsum(counts > 0, 0) - 1)[element]  # row of each atom in atom order of `order`
+        group = (torch.cumsum(counts > 0, 0) - 1)[element]  # table row of each atom of `order`
         slot = torch.arange(n, device=species.device) - (torch.cumsum(counts, 0) - counts)[element]
         flat = group * width + slot  # [n]
         slots = torch.full((len(present) * width,), n, dtype=torch.long, device=species.device)
@@ -147,8 +147,8 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
     def __init__(self, irreps_in, num_elements: int, irreps_out) -> None:
         super().__init__(irreps_in, o3.Irreps(f"{num_elements}x0e"), irreps_out)
         self.num_elements = num_elements
-        in_dims = [mul * ir.dim for mul, ir in self.irreps_in1]
-        out_dims = [mul * ir.dim for mul, ir in self.irreps_out]
+        self._in_dims = [mul * ir.dim for mul, ir in self.irreps_in1]
+        self._out_dims = [mul * ir.dim for mul, ir in self.irreps_out]
         offsets = [0]
         for ins in self.instructions:
             offsets.append(offsets[-1] + ins.path_shape[0] * ins.path_shape[1] * ins.path_shape[2])
@@ -159,9 +159,10 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
             mul_out = self.irreps_out[ins.i_out].mul
             coefficient = ins.path_weight * float(o3.wigner_3j(ir.l, 0, ir.l)[0, 0, 0])
             self._paths.append((ins.i_in1, ins.i_out, mul_in, mul_out, ir.dim, offset, coefficient))
-        self._in_dims, self._out_dims = in_dims, out_dims
 
     def by_element(self, x: torch.Tensor, groups: ElementGroups) -> torch.Tensor:
+        """The product with the one-hot elements of ``groups``' atoms, one batched product per
+        instruction over the elements present."""
         table = groups.gather(x)  # [G, width, irreps_in.dim]
         g, width = table.shape[0], table.shape[1]
         blocks = table.split(self._in_dims, dim=-1)
