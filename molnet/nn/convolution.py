@@ -27,7 +27,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from molnet.nn.inputs import inverse_permutation, reverse_edge_groups
+from molnet.nn.inputs import gather_padded, inverse_permutation, reverse_edge_groups
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ class NeighborTable:
 
     def gather_edges(self, values: torch.Tensor) -> torch.Tensor:
         """Edge values ``[E, *shape]`` → ``[n_nodes, max_neighbors, *shape]``, zero in empty slots."""
-        padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])
-        return padded[self.edge]
+        return gather_padded(values, self.edge)
 
 
 @dataclass(frozen=True)

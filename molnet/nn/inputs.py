@@ -89,6 +89,12 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
     return out.index_add_(0, index, src)
 
 
+def gather_padded(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``values[index]`` of ``values [N, *shape]`` for ``index`` of any shape, where index N
+    (one past the last row) marks a padding slot and gives zeros: ``[*index.shape, *shape]``."""
+    return torch.cat([values, values.new_zeros((1, *values.shape[1:]))])[index]
+
+
 def pairs_within(nodes: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every unordered pair (i, j), i ≠ j, of ``nodes`` ``[n]`` with the same ``group`` ``[n]``."""
     order = torch.argsort(group, stable=True)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from e3nn import o3
 
+from molnet.nn.inputs import gather_padded
+
 
 class Linear(o3.Linear):
     """:class:`e3nn.o3.Linear` with a forward of one product per run of adjacent inputs per output irrep.
@@ -119,7 +121,7 @@ class ElementGroups:
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Per-atom rows ``[n_atoms, F]`` → ``[n_present, width, F]``, zero in empty slots."""
-        return torch.cat([x, x.new_zeros(1, x.shape[1])])[self.slots]
+        return gather_padded(x, self.slots)
 
     def scatter(self, table: torch.Tensor) -> torch.Tensor:
         """``[n_present, width, F]`` → per-atom rows ``[n_atoms, F]``."""
