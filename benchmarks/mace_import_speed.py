@@ -67,8 +67,10 @@ torch.save(model.eval(), path)
 """
 
 TIME = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 import numpy as np, torch
+sys.path.insert(0, "benchmarks")
+from rss import peak_rss_mib
 side, model_path, structure, dtype, calls = sys.argv[1:6]
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 import ase.io
@@ -86,7 +88,7 @@ for k in range(int(calls) + 1):
     start = time.perf_counter()
     atoms.get_potential_energy(); atoms.get_forces(); atoms.get_stress()
     times.append(time.perf_counter() - start)
-print(json.dumps({"seconds": times[1:], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": times[1:], "peak_rss_mb": peak_rss_mib()}))
 """
 
 

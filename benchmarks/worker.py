@@ -15,7 +15,7 @@ Two ways to run it:
   structure, each timed), ``train`` (optimizer steps on a fixed batch, each timed), ``quit``.
 - ``worker.py memory --backend B --dtype D --threads T --hyper JSON --structures FILE --index I
   --calls K [--atoms-per-chunk N|'"auto"']``: a fresh process that builds the model, evaluates
-  one structure K times (each timed) and reports ``ru_maxrss`` (peak resident set size) before
+  one structure K times (each timed) and reports its peak resident set size (:func:`rss.peak_rss_mib`) before
   and after; the driver starts one per measurement so that peaks do not carry over.
 
 The timed call is the inference path of each package's ASE calculator: neighbor list and
@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from rss import peak_rss_mib
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -244,11 +244,6 @@ def set_threads(threads: int) -> None:
         pass
 
 
-def maxrss_mib() -> float:
-    """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 # --------------------------------------------------------------------------------------------
 # The long-lived worker
 # --------------------------------------------------------------------------------------------
@@ -376,12 +371,12 @@ def measure_memory(args: argparse.Namespace) -> dict:
     import ase.io
 
     set_threads(args.threads)
-    rss_start = maxrss_mib()
+    rss_start = peak_rss_mib()
     backend = BACKENDS[args.backend](DTYPES[args.dtype])
     chunking = {} if args.atoms_per_chunk is None else {"atoms_per_chunk": json.loads(args.atoms_per_chunk)}
     backend.build(json.loads(args.elements), json.loads(args.hyper), **chunking)
     atoms = ase.io.read(args.structures, index=args.index)
-    rss_built = maxrss_mib()
+    rss_built = peak_rss_mib()
     n_edges, seconds = 0, []
     for _ in range(args.calls):
         start = time.perf_counter()
@@ -397,7 +392,8 @@ def measure_memory(args: argparse.Namespace) -> dict:
         "seconds_per_call": seconds,
         "maxrss_start_mib": rss_start,
         "maxrss_built_mib": rss_built,
-        "maxrss_peak_mib": maxrss_mib(),
+        "maxrss_peak_mib": peak_rss_mib(),
+        "peak_rss_source": "VmHWM",
         "versions": backend.versions(),
     }
 
