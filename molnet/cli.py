@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="evaluate the model through torch.compile (same numbers; pays off for long runs of a few hundred atoms and more)",
+        help="evaluate the model through torch.compile (same numbers; on the CPU no faster than the default eager path, see benchmarks/README.md)",
     )
     p.set_defaults(func=cmd_md)
 

@@ -34,8 +34,9 @@ class MolNetCalculator(Calculator):
         rebuilding at every step. ``skin=0`` rebuilds every call.
     compile
         Evaluate the model through ``torch.compile`` (:meth:`Potential.compile_inference`):
-        same numbers, faster per step for systems of a few hundred atoms and more, after a
-        one-off compilation of tens of seconds. Off by default.
+        same numbers, after a one-off compilation of minutes. On the CPU it is no faster than the
+        default eager path, and slower in float64 (``benchmarks/README.md``, "Compiled
+        inference"); meant for GPUs, where it is not yet measured. Off by default.
     cueq
         Evaluate a ``mace`` model's convolution and symmetric contraction with NVIDIA
         cuequivariance (:meth:`Potential.use_cueq`; needs ``pip install 'molnet[cueq]'``, and

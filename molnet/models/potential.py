@@ -65,9 +65,11 @@ class Potential(nn.Module):
 
         Energies, forces and stress equal the eager path's to rounding (tested); training
         (``training=True``, which needs double backward) always runs eagerly. The first call per
-        new kind of input compiles (tens of seconds on a CPU), so this pays off for long MD runs of
-        one system, not for a few evaluations. The compiled path evaluates whole structures
-        (chunking, :meth:`set_chunking`, is turned off). Returns ``self``.
+        new kind of input compiles (minutes on a CPU). The compiled path evaluates whole
+        structures (chunking, :meth:`set_chunking`, is turned off). On the CPU it is no faster
+        than the default eager path, and slower in float64 (``benchmarks/compile_inference.py``;
+        results in ``benchmarks/README.md``, "Compiled inference"); on a GPU it is not yet
+        measured (``benchmarks/gpu_check.sh`` times it). Returns ``self``.
         """
         if hasattr(self.body, "set_chunking"):
             self.body.set_chunking(None)
