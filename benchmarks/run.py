@@ -5,6 +5,7 @@ Run with molnet's interpreter from the repository root::
     .venv/bin/python benchmarks/run.py params
     .venv/bin/python benchmarks/run.py speed [--quick] [--sizes 15,150,600,2400] [--max-atoms 10000]
     .venv/bin/python benchmarks/run.py memory [--quick] [--molnet-chunk '"auto"' --sizes 2400,5000,10000 --max-atoms 10000]
+    .venv/bin/python benchmarks/run.py largest --dtypes float64 --sizes 2400,2700,10000,40000 --max-atoms 40000 [--limit-gib 21]
     .venv/bin/python benchmarks/run.py training [--quick]
     .venv/bin/python benchmarks/run.py accuracy [--datasets acac,acac600,ethanol]
         [--families mace,mpnn,ponita,csmpn,mace-torch] [--seeds 0,1] [--epochs 25] [--quick]
@@ -43,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -485,8 +487,24 @@ def cmd_speed(args: argparse.Namespace, tmp: Path) -> None:
                 )
 
 
-def memory_worker(backend: str, dtype: str, structure: "Structure", hyper: dict, tmp: Path, args, chunk=None) -> dict:
-    """Peak RSS and seconds per call of one fresh worker process evaluating one structure."""
+OUT_OF_MEMORY = ("can't allocate memory", "MemoryError", "std::bad_alloc", "out of memory")
+
+
+def memory_worker(
+    backend: str,
+    dtype: str,
+    structure: "Structure",
+    hyper: dict,
+    tmp: Path,
+    args,
+    chunk=None,
+    limit_bytes: int | None = None,
+) -> dict:
+    """Peak RSS and seconds per call of one fresh worker process evaluating one structure.
+
+    With ``limit_bytes`` the worker runs under that address-space limit (``RLIMIT_AS``), and a
+    worker that runs out of memory returns ``{"fits": False, ...}`` instead of raising.
+    """
     cmd = [
         *worker_command("memory", backend, dtype, args),
         "--elements",
@@ -501,13 +519,30 @@ def memory_worker(backend: str, dtype: str, structure: "Structure", hyper: dict,
         str(args.memory_calls),
         *(["--atoms-per-chunk", json.dumps(chunk)] if chunk is not None else []),
     ]
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    start = time.perf_counter()
     done = subprocess.run(
-        cmd, capture_output=True, text=True, env=worker_env(args.threads, args.omp_wait_policy), cwd=ROOT
+        cmd,
+        capture_output=True,
+        text=True,
+        env=worker_env(args.threads, args.omp_wait_policy),
+        cwd=ROOT,
+        preexec_fn=limit if limit_bytes is not None else None,
     )
     if done.returncode != 0:
+        killed = done.returncode == -9  # the kernel's OOM killer
+        if limit_bytes is not None and (killed or any(m in done.stderr for m in OUT_OF_MEMORY)):
+            last = done.stderr.strip().splitlines()[-1:] or ["killed (signal 9)"]
+            return {"fits": False, "error": last[0][-300:], "wall_s": time.perf_counter() - start}
         raise RuntimeError(f"{backend} memory worker failed:\n{done.stderr[-3000:]}")
     r = json.loads(done.stdout.strip().splitlines()[-1])
     r["working_mib"] = r["maxrss_peak_mib"] - r["maxrss_built_mib"]
+    r["fits"] = True
     return r
 
 
@@ -551,6 +586,37 @@ def cmd_memory(args: argparse.Namespace, tmp: Path) -> None:
                         results["mace"]["seconds_per_call"][-1] / results[label]["seconds_per_call"][-1]
                     )
             emit("memory", record, args)
+
+
+def cmd_largest(args: argparse.Namespace, tmp: Path) -> None:
+    """The largest structure each package evaluates under an address-space limit.
+
+    Each package evaluates the structures of ``--sizes`` in ascending order, one fresh worker per
+    structure (``--memory-calls`` energy + forces calls) under ``RLIMIT_AS`` = ``--limit-gib``,
+    and stops at the first that does not fit: an allocation refused or the process killed.
+    molnet runs its default ``"auto"`` chunking. One record per attempt, with ``fits``.
+    """
+    structures = build_structures(args.sizes, tmp / "structures.xyz", args.seed)
+    hyper = hyperparameters(args.channels[0], args.max_l[0], average_neighbors(5.0), args.correlation)
+    limit_bytes = int(args.limit_gib * 2**30)
+    for dtype in args.dtypes:
+        for backend in ("mace", "molnet"):
+            for s in sorted(structures, key=lambda s: s.n_atoms):
+                log.info("largest: %s %s %d atoms under %.1f GiB", backend, dtype, s.n_atoms, args.limit_gib)
+                result = memory_worker(backend, dtype, s, hyper, tmp, args, limit_bytes=limit_bytes)
+                record = {
+                    "backend": backend,
+                    "structure": s.label,
+                    "n_atoms": s.n_atoms,
+                    "dtype": dtype,
+                    "hyper": hyper,
+                    "limit_gib": args.limit_gib,
+                    "calls": args.memory_calls,
+                    **result,
+                }
+                emit("largest", record, args)
+                if not result["fits"]:
+                    break
 
 
 def cmd_training(args: argparse.Namespace, tmp: Path) -> None:
@@ -766,6 +832,7 @@ COMMANDS = {
     "params": cmd_params,
     "speed": cmd_speed,
     "memory": cmd_memory,
+    "largest": cmd_largest,
     "training": cmd_training,
     "accuracy": cmd_accuracy,
 }
@@ -845,6 +912,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--whole-max-atoms", type=int, default=2400, help="memory: molnet with its default chunking up to this size"
     )
     parser.add_argument("--mace-max-atoms", type=int, default=2400, help="memory: mace-torch up to this size")
+    parser.add_argument(
+        "--limit-gib", type=float, default=21.0, help="largest: address-space limit (RLIMIT_AS) of each worker, GiB"
+    )
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")
     parser.add_argument("--seed", type=int, default=0)
