@@ -90,6 +90,13 @@ def extract_targets(
                 f"{where}: no {name} under the key {key!r} (info keys: {sorted(atoms.info)}, "
                 f"array keys: {sorted(atoms.arrays)}); set {name}_key to the right name"
             )
+    # the copy keeps neither the raw values nor parsed ones it came with: a file may name its
+    # targets with molnet's own REF_* keys (mace-torch's convention), read here as raw values
+    for k in {energy_key, stress_key, dipole_key, keys.REF_ENERGY, keys.REF_STRESS, keys.REF_DIPOLE}:
+        out.info.pop(k, None)
+    for k in {forces_key, charges_key, keys.REF_FORCES, keys.REF_CHARGES}:
+        if k in out.arrays:
+            del out.arrays[k]
     if energy is not None:
         try:
             energy = float(np.asarray(energy).reshape(()))
@@ -117,11 +124,6 @@ def extract_targets(
         if charges.shape != (n,):
             raise DataError(f"{where}: charges under key {charges_key!r} have shape {charges.shape}; expected ({n},)")
         out.arrays[keys.REF_CHARGES] = charges
-    for k in (energy_key, stress_key, dipole_key):
-        out.info.pop(k, None)
-    for k in (forces_key, charges_key):
-        if k in out.arrays:
-            del out.arrays[k]
     return out
 
 
@@ -177,14 +179,15 @@ def read_dataset(
 
 
 def split_isolated_atoms(configs: Sequence[Atoms]) -> tuple[dict[int, float], list[Atoms]]:
-    """Split off single-atom configurations marked ``config_type=isolated_atom``.
+    """Split off single-atom configurations marked ``config_type=isolated_atom`` (or mace-torch's
+    ``IsolatedAtom``).
 
     Returns ``({Z: E0 in eV}, remaining configurations)``.
     """
     e0s: dict[int, float] = {}
     rest = []
     for atoms in configs:
-        if atoms.info.get(keys.CONFIG_TYPE) == keys.ISOLATED_ATOM and len(atoms) == 1:
+        if atoms.info.get(keys.CONFIG_TYPE) in keys.ISOLATED_ATOM_TYPES and len(atoms) == 1:
             if keys.REF_ENERGY not in atoms.info:
                 raise DataError(f"isolated atom {atoms.get_chemical_symbols()[0]} has no energy")
             e0s[int(atoms.numbers[0])] = float(atoms.info[keys.REF_ENERGY])

@@ -39,6 +39,7 @@ REF_DIPOLE = "REF_dipole"
 REF_CHARGES = "REF_charges"
 CONFIG_TYPE = "config_type"
 ISOLATED_ATOM = "isolated_atom"
+ISOLATED_ATOM_TYPES = (ISOLATED_ATOM, "IsolatedAtom")  # molnet's and mace-torch's config_type
 
 # Model outputs -----------------------------------------------------------------
 NODE_ENERGY = "node_energy"  # [n_nodes] eV

@@ -80,7 +80,7 @@ class AtomicDataModule(pl.LightningDataModule):
         Test structures (file or data set), evaluated after training (metrics.json); optional.
     isolated_atoms_file
         Single-atom reference energies (every frame a single atom); isolated atoms inside
-        ``train_file`` (``config_type=isolated_atom``) are used too.
+        ``train_file`` (``config_type=isolated_atom``, or mace-torch's ``IsolatedAtom``) are used too.
     isolated_atoms_energy_key
         Key of the isolated atoms' energies (default: ``energy_key``).
     e0s

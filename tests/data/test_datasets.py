@@ -100,3 +100,45 @@ def test_isolated_atoms_file_needs_no_config_type(tmp_path):
         DataError, match=r"two.xyz, frame 0: an isolated-atoms file holds single atoms; this frame has 2"
     ):
         read_isolated_atoms(bad)
+
+
+def test_mace_torch_key_names_keep_their_targets(tmp_path):
+    """A file in mace-torch's convention names its targets REF_energy/REF_forces/REF_stress, the
+    names under which molnet stores parsed values; reading it must keep (and convert) them."""
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]], cell=np.eye(3) * 5, pbc=True)
+    atoms.info["REF_energy"] = -1.5
+    atoms.info["REF_stress"] = [1, 2, 3, 4, 5, 6]
+    atoms.arrays["REF_forces"] = np.full((2, 3), 0.5)
+    path = tmp_path / "mace.extxyz"
+    write(path, atoms)
+    (a,) = read_dataset(
+        path,
+        energy_key="REF_energy",
+        forces_key="REF_forces",
+        stress_key="REF_stress",
+        require=("energy", "forces", "stress"),
+        energy_unit="kcal/mol",
+    )
+    kcal = 0.0433641043
+    np.testing.assert_allclose(a.info["REF_energy"], -1.5 * kcal, rtol=1e-6)
+    np.testing.assert_allclose(a.arrays["REF_forces"], 0.5 * kcal, rtol=1e-6)
+    np.testing.assert_allclose(a.info["REF_stress"][0, 1], 6 * kcal, rtol=1e-6)
+
+
+def test_stale_parsed_keys_do_not_pass_as_targets(tmp_path):
+    """REF_* values in a file read with other keys are not taken for parsed (converted) targets."""
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]])
+    atoms.info["REF_energy"] = -1.5  # Hartree, say, but not the key asked for
+    atoms.arrays["REF_forces"] = np.ones((2, 3))
+    path = tmp_path / "d.extxyz"
+    write(path, atoms)
+    (a,) = read_dataset(path, energy_key="dft_energy", forces_key="dft_forces", require=())
+    assert "REF_energy" not in a.info and "REF_forces" not in a.arrays
+
+
+def test_mace_torch_isolated_atom_marker():
+    h = Atoms("H", info={"config_type": "IsolatedAtom", "REF_energy": -13.6})
+    o = Atoms("O", info={"config_type": "isolated_atom", "REF_energy": -432.0})
+    water = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    e0s, rest = split_isolated_atoms([h, o, water])
+    assert e0s == {1: -13.6, 8: -432.0} and rest == [water]
