@@ -17,17 +17,15 @@ def predict(
     model: Potential,
     structures: Sequence[Atoms],
     batch_size: int = 16,
-    compute_stress: bool | None = None,
+    compute_stress: bool = True,
     progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """Energy (eV), forces (eV/Å), per-atom energies and, for periodic cells, stress (eV/Å³).
 
-    ``compute_stress=None`` computes stress only when every structure is periodic in 3-D.
     Returns one dict per structure, in order, with keys ``energy``, ``forces``, ``energies``
-    and optionally ``stress`` (3×3), ``charges`` (e) and, for molecules, ``dipole`` (e·Å).
+    and optionally ``stress`` (3×3, for each structure periodic in 3-D unless
+    ``compute_stress=False``), ``charges`` (e) and, for molecules, ``dipole`` (e·Å).
     """
-    if compute_stress is None:
-        compute_stress = len(structures) > 0 and all(a.pbc.all() for a in structures)
     device = model.e0s.device
     results: list[dict[str, np.ndarray]] = []
     with Progress(disable=not progress, transient=True) as bar:
@@ -39,7 +37,8 @@ def predict(
                 for k, a in enumerate(chunk)
             ]
             batch = next(iter(DataLoader(graphs, batch_size=len(graphs)))).to(device)
-            out = model(batch, compute_forces=True, compute_stress=compute_stress)
+            periodic = [bool(a.pbc.all()) for a in chunk]
+            out = model(batch, compute_forces=True, compute_stress=compute_stress and any(periodic))
             ptr = batch.ptr.cpu().numpy()
             for g in range(len(chunk)):
                 item = {
@@ -47,7 +46,7 @@ def predict(
                     "forces": out[keys.FORCES][ptr[g] : ptr[g + 1]].cpu().numpy(),
                     "energies": out[keys.NODE_ENERGY][ptr[g] : ptr[g + 1]].cpu().numpy(),
                 }
-                if compute_stress:
+                if compute_stress and periodic[g]:
                     item["stress"] = out[keys.STRESS][g].cpu().numpy()
                 if keys.CHARGES in out:
                     item["charges"] = out[keys.CHARGES][ptr[g] : ptr[g + 1]].cpu().numpy()

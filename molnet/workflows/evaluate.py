@@ -34,11 +34,15 @@ def report_missing_targets(configs: list[Atoms], data: str | Path, key_names: di
         "forces": _has(configs, keys.REF_FORCES, "arrays"),
         "stress": _has(configs, keys.REF_STRESS, "info"),
     }
+    periodic = np.array([bool(a.pbc.all()) for a in configs], dtype=bool)
     for name, mask in present.items():
-        if name == "stress" and not any(a.pbc.all() for a in configs):
-            continue  # molecules have no stress to compare
+        kind = "structure"
+        if name == "stress":  # molecules and slabs have no stress to compare
+            if not periodic.any():
+                continue
+            mask, kind = mask[periodic], "periodic structure"
         if not mask.all():
-            where = "any structure" if not mask.any() else f"{int((~mask).sum())} of {len(mask)} structures"
+            where = f"any {kind}" if not mask.any() else f"{int((~mask).sum())} of {len(mask)} {kind}s"
             log.warning(
                 "%s: no %s under the key %r in %s: %s metrics %s",
                 data,
@@ -84,7 +88,8 @@ def evaluate_file(
     atom_mask = torch.from_numpy(np.repeat(present["forces"], n_atoms.numpy()))
     f_ref = torch.from_numpy(np.concatenate([a.arrays.get(keys.REF_FORCES, np.zeros((len(a), 3))) for a in configs]))
     f_pred = torch.from_numpy(np.concatenate([p["forces"] for p in preds]))
-    has_stress = all("stress" in p for p in preds) and present["stress"].any()
+    stress_mask = present["stress"] & np.array(["stress" in p for p in preds])  # periodic, with a reference
+    has_stress = bool(stress_mask.any())
     errors.add(
         e_pred,
         torch.nan_to_num(e_ref),
@@ -93,11 +98,11 @@ def evaluate_file(
         f_pred,
         f_ref,
         atom_mask,
-        torch.from_numpy(np.stack([p["stress"] for p in preds])) if has_stress else None,
+        torch.from_numpy(np.stack([p.get("stress", np.zeros((3, 3))) for p in preds])) if has_stress else None,
         torch.from_numpy(np.stack([a.info.get(keys.REF_STRESS, np.zeros((3, 3))) for a in configs]))
         if has_stress
         else None,
-        torch.from_numpy(present["stress"]) if has_stress else None,
+        torch.from_numpy(stress_mask) if has_stress else None,
     )
     if all("charges" in p for p in preds):
         has_dipole = np.array([keys.REF_DIPOLE in a.info and "dipole" in p for a, p in zip(configs, preds)])

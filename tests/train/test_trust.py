@@ -5,6 +5,7 @@ from pathlib import Path
 
 import ase.io
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -165,3 +166,28 @@ def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path
         metrics["energy_mae_meV"], rel=1e-12
     )
     assert (tmp_path / "energy_only.png").is_file()
+
+
+def test_eval_stress_of_the_periodic_structures_in_a_mixed_file(ionpair_files, tmp_path, caplog):
+    """A file of cells and molecules: stress metrics over the cells, as for the cells alone."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from molnet.models import build_model
+
+    model = build_model({**TINY, "elements": ["H", "C", "N", "O", "F", "S"]}, dtype=torch.float64)
+    frames = ase.io.read(ionpair_files[1], ":3")
+    rng = np.random.default_rng(0)
+    for a in frames[:2]:
+        energy, forces = a.get_potential_energy(), a.get_forces()
+        a.set_cell(np.eye(3) * 12.0)
+        a.pbc = True
+        a.calc = SinglePointCalculator(a, energy=energy, forces=forces, stress=rng.normal(0, 0.01, 6))
+    mixed, cells = tmp_path / "mixed.xyz", tmp_path / "cells.xyz"
+    ase.io.write(mixed, frames)
+    ase.io.write(cells, frames[:2])
+    with caplog.at_level("WARNING"):
+        m = evaluate_file(model, mixed, progress=False)
+    assert "stress" not in caplog.text  # the molecule lacks no stress
+    alone = evaluate_file(model, cells, progress=False)
+    assert m["stress_mae_meV_per_A3"] == pytest.approx(alone["stress_mae_meV_per_A3"], rel=1e-12)
+    assert m["n_configs"] == 3
