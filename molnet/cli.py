@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         _setup_logging(args.log_level)
         return args.func(args)
-    except (MolnetError, ConnectionError) as exc:
+    except (MolnetError, ConnectionError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
 

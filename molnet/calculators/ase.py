@@ -129,6 +129,16 @@ class MolNetCalculator(Calculator):
             self._graph[key] = value[:, within] if key == keys.EDGE_INDEX else value[within]
         return self._graph
 
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes, and a change of the total charge (``atoms.info["charge"]``), which ASE's
+        comparison of ``Atoms`` leaves out: a cached result is for one charge only."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and atoms.info.get(keys.CHARGE_INFO, 0.0) != self.atoms.info.get(
+            keys.CHARGE_INFO, 0.0
+        ):
+            changes.append("charge")
+        return changes
+
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms

@@ -18,6 +18,7 @@ from molnet.atomic_write import atomic_path
 from molnet.errors import ModelFileError
 from molnet.models.io import load_model_file
 from molnet.models.potential import Potential
+from molnet.nn.dtypes import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -115,5 +116,5 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str = "cpu") -> Potential:
     """Load a model by pretrained name, file path, or URL (``...#sha256=<hex>`` to verify)."""
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = resolve_dtype(dtype)
     return load_model_file(resolve(name_or_path), dtype=dtype, device=device)

@@ -59,6 +59,9 @@ def test_bad_input_exits_with_a_clear_message(tmp_path):
     assert result.returncode == 2 and "DataError" in result.stderr and "bad.xyz" in result.stderr
     result = run("md", "--model", str(tmp_path / "missing.safetensors"), "--steps", "1")
     assert result.returncode == 2 and "ModelFileError" in result.stderr
+    result = run("md", "--structure", str(tmp_path / "missing.xyz"), "--steps", "1")
+    assert result.returncode == 2 and "FileNotFoundError" in result.stderr and "missing.xyz" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_train_help_is_lightning_cli():

@@ -191,3 +191,20 @@ def test_bad_coulomb_settings_and_mixed_pbc_are_refused():
     slab.pbc = [True, True, False]
     with pytest.raises(InputError, match="mixed pbc"):
         evaluate(model, [slab])
+
+
+def test_calculator_recomputes_when_the_total_charge_changes():
+    """ASE does not compare ``atoms.info``; the calculator must not return the neutral result for an anion."""
+    from molnet.calculators import MolNetCalculator
+
+    torch.manual_seed(0)
+    model = build_model({"elements": ["H", "C", "O"], "r_max": R_MAX, **MPNN}, dtype=torch.float64)
+    atoms = acac()
+    atoms.calc = MolNetCalculator(model=model)
+    neutral = atoms.get_potential_energy()
+    atoms.info["charge"] = -1.0
+    anion = atoms.get_potential_energy()
+    fresh = atoms.copy()
+    fresh.calc = MolNetCalculator(model=model)
+    assert anion == pytest.approx(fresh.get_potential_energy(), rel=1e-12) and anion != pytest.approx(neutral)
+    assert atoms.get_charges().sum() == pytest.approx(-1.0)

@@ -82,3 +82,21 @@ def test_shipped_models_verify_and_load():
 def test_unknown_name():
     with pytest.raises(ModelFileError, match="neither a pretrained model name"):
         molnet.load_model("no-such-model")
+
+
+def test_shipped_files_match_registry_and_readme():
+    """Each shipped model file has the registry's sha256, and the README's table quotes it."""
+    readme = (reg.PRETRAINED_DIR.parents[1] / "README.md").read_text()
+    for name, entry in reg.list_models().items():
+        if entry.file is None:
+            continue
+        assert reg.sha256_of(reg.PRETRAINED_DIR / entry.file) == entry.sha256, name
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
+        assert f"`{entry.sha256[:8]}…`" in row, name
+
+
+def test_unknown_dtype_name_is_a_configuration_error():
+    from molnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="float32"):
+        molnet.load_model("mace-acac", dtype="fp64")
