@@ -35,6 +35,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         energy_key=args.energy_key,
         forces_key=args.forces_key,
         stress_key=args.stress_key,
+        energy_unit=args.energy_unit,
+        length_unit=args.length_unit,
         progress=not args.json,
         predictions=args.predictions,
     )
@@ -237,9 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--energy-key", default="energy")
-    p.add_argument("--forces-key", default="forces")
-    p.add_argument("--stress-key", default="stress")
+    p.add_argument("--energy-key", "--energy_key", dest="energy_key", default="energy")
+    p.add_argument("--forces-key", "--forces_key", dest="forces_key", default="forces")
+    p.add_argument("--stress-key", "--stress_key", dest="stress_key", default="stress")
+    p.add_argument(
+        "--energy-unit",
+        "--energy_unit",
+        dest="energy_unit",
+        default="eV",
+        help="unit of the file's energies: eV, meV, Hartree, Ry, kcal/mol, kJ/mol (metrics and predictions in eV)",
+    )
+    p.add_argument(
+        "--length-unit",
+        "--length_unit",
+        dest="length_unit",
+        default="Å",
+        help="unit of the file's positions and cell: Å, Bohr, nm (predictions written in Å)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("md", help="molecular dynamics with the ASE calculator (default: NVT of AcAc with mace-acac)")
@@ -302,13 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="parallel reader processes")
     p.add_argument("--append", action="store_true", help="add the files to an existing data set")
-    p.add_argument("--energy_key", default="energy")
-    p.add_argument("--forces_key", default="forces")
-    p.add_argument("--stress_key", default="stress")
-    p.add_argument("--dipole_key", default="dipole")
-    p.add_argument("--charges_key", default="charges")
-    p.add_argument("--energy_unit", default="eV", help="eV, meV, Hartree, Ry, kcal/mol, kJ/mol")
-    p.add_argument("--length_unit", default="Å", help="Å, Bohr, nm")
+    p.add_argument("--energy_key", "--energy-key", dest="energy_key", default="energy")
+    p.add_argument("--forces_key", "--forces-key", dest="forces_key", default="forces")
+    p.add_argument("--stress_key", "--stress-key", dest="stress_key", default="stress")
+    p.add_argument("--dipole_key", "--dipole-key", dest="dipole_key", default="dipole")
+    p.add_argument("--charges_key", "--charges-key", dest="charges_key", default="charges")
+    p.add_argument(
+        "--energy_unit",
+        "--energy-unit",
+        dest="energy_unit",
+        default="eV",
+        help="eV, meV, Hartree, Ry, kcal/mol, kJ/mol",
+    )
+    p.add_argument("--length_unit", "--length-unit", dest="length_unit", default="Å", help="Å, Bohr, nm")
     p.add_argument("--require", nargs="*", default=["energy", "forces"], help="targets every structure must have")
     p.set_defaults(func=cmd_preprocess)
 

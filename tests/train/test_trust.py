@@ -191,3 +191,34 @@ def test_eval_stress_of_the_periodic_structures_in_a_mixed_file(ionpair_files, t
     alone = evaluate_file(model, cells, progress=False)
     assert m["stress_mae_meV_per_A3"] == pytest.approx(alone["stress_mae_meV_per_A3"], rel=1e-12)
     assert m["n_configs"] == 3
+
+
+def test_eval_reads_units_as_training_does(ionpair_files, tmp_path):
+    """A file in Hartree and Bohr evaluates to the metrics of the same file in eV and Å."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.units import Bohr, Hartree
+
+    from molnet.cli import build_parser
+    from molnet.models import build_model
+
+    model = build_model({**TINY, "elements": ["H", "C", "N", "O", "F", "S"]}, dtype=torch.float64)
+    frames = ase.io.read(ionpair_files[1], ":4")
+    atomic = []
+    for a in frames:
+        b = a.copy()
+        b.positions = a.positions / Bohr
+        b.calc = SinglePointCalculator(
+            b, energy=a.get_potential_energy() / Hartree, forces=a.get_forces() / (Hartree / Bohr)
+        )
+        atomic.append(b)
+    ev, au = tmp_path / "ev.xyz", tmp_path / "au.xyz"
+    ase.io.write(ev, frames)
+    ase.io.write(au, atomic)
+    expected = evaluate_file(model, ev, progress=False)
+    metrics = evaluate_file(model, au, progress=False, energy_unit="Hartree", length_unit="Bohr")
+    for key in ("energy_mae_meV", "forces_mae_meV_per_A"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-6)  # extxyz keeps 8 decimals
+    args = build_parser().parse_args(
+        ["eval", "--model", "m", "--data", "d", "--energy-unit", "Hartree", "--length_unit", "Bohr"]
+    )
+    assert (args.energy_unit, args.length_unit) == ("Hartree", "Bohr")
