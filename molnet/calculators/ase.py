@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from molnet.data import AtomicGraph, keys
 from molnet.errors import InputError
@@ -143,6 +143,11 @@ class MolNetCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         periodic = bool(atoms.pbc.all())
+        if properties and "stress" in properties and not periodic:
+            raise PropertyNotImplementedError(
+                f"stress needs a cell periodic in all three directions; this structure has pbc={atoms.pbc.tolist()} "
+                "(molecules and slabs have no stress: set a cell and atoms.pbc = True for a bulk system)"
+            )
         out = self.model(self._graph_for(atoms), compute_forces=True, compute_stress=periodic)
         energy = float(out[keys.ENERGY][0])
         self.results = {

@@ -56,6 +56,10 @@ def test_molecule_has_no_stress_property(model):
     atoms.calc = MolNetCalculator(model)
     atoms.get_forces()
     assert "stress" not in atoms.calc.results
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    with pytest.raises(PropertyNotImplementedError, match="periodic in all three directions"):
+        atoms.get_stress()
 
 
 def test_skin_reuse_is_identical_to_rebuilding(model):
