@@ -204,21 +204,23 @@ class MACEInteraction(nn.Module):
         skip = self.skip.by_element(node_feats, groups) if self.skip is not None else None
         h = self.linear_up(node_feats)
         if chunks is None:
-            summed = self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver)
+            mixed = self.linear(self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver))
         else:
-            summed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)  # [n_nodes, mid.dim]
+            mixed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)  # [n_nodes, target.dim]
         if self.density_fn is None:
-            a = self.linear(summed) / self.avg_num_neighbors  # [n_nodes, target.dim]
+            a = mixed / self.avg_num_neighbors  # [n_nodes, target.dim]
         else:
             edge_density = torch.tanh(self.density_fn(radial) ** 2)  # [n_edges, 1]
             density = scatter_sum(edge_density, receiver, len(h))
-            a = self.linear(summed) / ((density if chunks is None else density[chunks.rank]) + 1.0)
+            a = mixed / ((density if chunks is None else density[chunks.rank]) + 1.0)
         if self.element_mix is not None:
             a = self.element_mix.by_element(a, groups)
         return to_channels(a, self._target_blocks), skip
 
     def chunked_convolution(self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks) -> torch.Tensor:
-        """The summed convolution ``[n_nodes, mid.dim]``, one chunk of receiving atoms at a time.
+        """The summed convolution mixed by ``linear``, ``[n_nodes, target.dim]``, one chunk of
+        receiving atoms at a time (``linear`` acts atom by atom, so each chunk's sum is mixed
+        before the chunks are joined: only the narrower mixed rows are concatenated and kept).
 
         The edge tensors are in the order of ``chunks.edges``, so each chunk's are views. With
         ``chunks.checkpointed`` each chunk's radial weights and convolution run under activation
@@ -230,7 +232,7 @@ class MACEInteraction(nn.Module):
         same as in one table of all atoms.
         """
         if not chunks.edge_counts:  # no atoms
-            return h.new_zeros(0, self.convolution.irreps_out.dim)
+            return h.new_zeros(0, self.linear.irreps_out.dim)
         parts = []
         if chunks.pairs is not None and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
             first, group = chunks.pairs
@@ -248,9 +250,8 @@ class MACEInteraction(nn.Module):
             # gather per chunk would zero-fill and add a tensor of that size per chunk
             gathered = weights.index_select(0, torch.cat(rows)).split([len(r) for r in rows])
             for table, sh_k, weights_k in zip(tables, chunks.split(edge_sh), gathered):
-                parts.append(
-                    self.convolution(h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table)
-                )
+                summed = self.convolution(h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table)
+                parts.append(self.linear(summed))
             return torch.cat(parts)[chunks.rank]
         pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
         for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
@@ -263,10 +264,11 @@ class MACEInteraction(nn.Module):
         return torch.cat(parts)[chunks.rank]  # back from count order to atom order
 
     def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, rows: int) -> torch.Tensor:
-        """Convolution of ``rows`` receiving atoms from their edges (receivers numbered from 0)."""
+        """Convolution of ``rows`` receiving atoms from their edges (receivers numbered from 0),
+        mixed by ``linear``: ``[rows, target.dim]``."""
         table = NeighborTable.build(sender, local_receiver, rows)
         weights = self.conv_weights(table.gather_edges(radial))  # [rows, max_neighbors, weight_numel]
-        return self.convolution(h, table.gather_edges(edge_sh), weights, table)
+        return self.linear(self.convolution(h, table.gather_edges(edge_sh), weights, table))
 
 
 class MACE(nn.Module):
