@@ -600,7 +600,7 @@ def cmd_largest(args: argparse.Namespace, tmp: Path) -> None:
     hyper = hyperparameters(args.channels[0], args.max_l[0], average_neighbors(5.0), args.correlation)
     limit_bytes = int(args.limit_gib * 2**30)
     for dtype in args.dtypes:
-        for backend in ("mace", "molnet"):
+        for backend in args.backends:
             for s in sorted(structures, key=lambda s: s.n_atoms):
                 log.info("largest: %s %s %d atoms under %.1f GiB", backend, dtype, s.n_atoms, args.limit_gib)
                 result = memory_worker(backend, dtype, s, hyper, tmp, args, limit_bytes=limit_bytes)
@@ -914,6 +914,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mace-max-atoms", type=int, default=2400, help="memory: mace-torch up to this size")
     parser.add_argument(
         "--limit-gib", type=float, default=21.0, help="largest: address-space limit (RLIMIT_AS) of each worker, GiB"
+    )
+    parser.add_argument(
+        "--backends", type=lambda t: t.split(","), default=["mace", "molnet"], help="largest: packages to measure"
     )
     parser.add_argument("--batch-size", type=int, default=10, help="training: configurations per batch")
     parser.add_argument("--train-steps", type=int, default=5, help="training: steps per timed block")

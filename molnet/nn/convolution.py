@@ -193,24 +193,39 @@ class NeighborConvolution(nn.Module):
         gathered = sum(dim for *_, dim in self._in_blocks)
         return itemsize * self.channels * (weighted + 2 * len(self.paths) + gathered)
 
-    def forward(
-        self, node_feats: torch.Tensor, edge_sh: torch.Tensor, weights: torch.Tensor, table: NeighborTable
-    ) -> torch.Tensor:
+    def layout(self, node_feats: torch.Tensor) -> list[torch.Tensor]:
+        """Node features ``[n_nodes, irreps_in.dim]`` → one contiguous ``[n_nodes, 2l+1, C]`` per
+        input irrep, the rows that :meth:`gather` takes (a gather of the transposed view keeps its
+        strides, and the products with the weights then run 4x slower). Made once per layer and
+        shared by all chunks."""
         n_nodes, c = node_feats.shape[0], self.channels
-        n, width = table.edge.shape
-        # node features per input irrep as [n_nodes, 2l+1, C], gathered to [n, nb, 2l+1, C]; made
-        # contiguous before the gather, so that the products with the weights below run on
-        # contiguous rows of C (a gather of the transposed view keeps its strides, 4x slower)
-        senders = table.sender.flatten()
-        inputs = [
-            node_feats[:, start:stop]
-            .reshape(n_nodes, c, dim)
-            .transpose(1, 2)
-            .contiguous()
-            .index_select(0, senders)
-            .view(n, width, dim, c)
+        return [
+            node_feats[:, start:stop].reshape(n_nodes, c, dim).transpose(1, 2).contiguous()
             for start, stop, dim in self._in_blocks
         ]
+
+    def gather(self, layout: list[torch.Tensor], table: NeighborTable) -> list[torch.Tensor]:
+        """The senders' rows of :meth:`layout`, ``[n, max_neighbors, 2l+1, C]`` per input irrep."""
+        n, width = table.edge.shape
+        senders = table.sender.flatten()
+        return [x.index_select(0, senders).view(n, width, x.shape[1], x.shape[2]) for x in layout]
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        edge_sh: torch.Tensor,
+        weights: torch.Tensor,
+        table: NeighborTable,
+        layout: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``layout``: :meth:`layout` of ``node_feats``, when already made for another chunk."""
+        return self.gathered(
+            self.gather(self.layout(node_feats) if layout is None else layout, table), edge_sh, weights
+        )
+
+    def gathered(self, inputs: list[torch.Tensor], edge_sh: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The sum over neighbors from the senders' features already gathered (:meth:`gather`)."""
+        n, width, c = edge_sh.shape[0], edge_sh.shape[1], self.channels
         # per-path weights [n, nb, 1, C] (split, not indexing: its backward is one cat, not a zero fill per path)
         w = weights.reshape(n, width, len(self.paths), c).split(1, dim=2)
         out: list[torch.Tensor | None] = [None] * len(self._out_dims)

@@ -21,6 +21,7 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from molnet.errors import ConfigError
@@ -200,13 +201,16 @@ class MACEInteraction(nn.Module):
         sender,
         receiver,
         chunks: ReceiverChunks | None,
+        inference: bool = False,
     ):
+        """``inference``: only first derivatives with respect to the inputs will be taken (no
+        parameter gradients, no double backward), as with :class:`GraphInputs` ``constant_weights``."""
         skip = self.skip.by_element(node_feats, groups) if self.skip is not None else None
         h = self.linear_up(node_feats)
         if chunks is None:
             mixed = self.linear(self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver))
-        else:
-            mixed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks)  # [n_nodes, target.dim]
+        else:  # [n_nodes, target.dim]
+            mixed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks, inference)
         if self.density_fn is None:
             a = mixed / self.avg_num_neighbors  # [n_nodes, target.dim]
         else:
@@ -217,22 +221,29 @@ class MACEInteraction(nn.Module):
             a = self.element_mix.by_element(a, groups)
         return to_channels(a, self._target_blocks), skip
 
-    def chunked_convolution(self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks) -> torch.Tensor:
+    def chunked_convolution(
+        self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks, inference: bool = False
+    ) -> torch.Tensor:
         """The summed convolution mixed by ``linear``, ``[n_nodes, target.dim]``, one chunk of
         receiving atoms at a time (``linear`` acts atom by atom, so each chunk's sum is mixed
         before the chunks are joined: only the narrower mixed rows are concatenated and kept).
 
-        The edge tensors are in the order of ``chunks.edges``, so each chunk's are views. With
-        ``chunks.checkpointed`` each chunk's radial weights and convolution run under activation
-        checkpointing (``torch.utils.checkpoint``, non-reentrant): only the chunk's output is kept,
-        and backward recomputes the chunk, so the largest tensors of a call, ``[atoms, neighbors,
-        channels]`` per path, exist for one chunk at a time. Otherwise, where it pays
+        The edge tensors are in the order of ``chunks.edges``, so each chunk's are views, and the
+        node features are laid out once for all chunks (:meth:`NeighborConvolution.layout`). With
+        ``chunks.checkpointed`` only each chunk's output is kept and backward recomputes the chunk,
+        so the largest tensors of a call, ``[atoms, neighbors, channels]`` per path, exist for one
+        chunk at a time: with ``inference`` through :class:`_RecomputedChunks`, whose backward
+        adds every chunk's gradient into one buffer per layer, otherwise (training, which takes
+        second derivatives) under ``torch.utils.checkpoint``. Unchecked, where it pays
         (:meth:`pairs_pay`), the radial MLP runs once per edge and its reverse (``chunks.pairs``),
         before the chunks, and each chunk's table gathers its weights. Each receiver's sum is the
         same as in one table of all atoms.
         """
         if not chunks.edge_counts:  # no atoms
             return h.new_zeros(0, self.linear.irreps_out.dim)
+        layout = self.convolution.layout(h)
+        if chunks.checkpointed and inference:
+            return _RecomputedChunks.apply(self, chunks, edge_sh, radial, *layout)[chunks.rank]
         parts = []
         if chunks.pairs is not None and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
             first, group = chunks.pairs
@@ -250,25 +261,86 @@ class MACEInteraction(nn.Module):
             # gather per chunk would zero-fill and add a tensor of that size per chunk
             gathered = weights.index_select(0, torch.cat(rows)).split([len(r) for r in rows])
             for table, sh_k, weights_k in zip(tables, chunks.split(edge_sh), gathered):
-                summed = self.convolution(h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table)
+                summed = self.convolution(
+                    h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table, layout
+                )
                 parts.append(self.linear(summed))
             return torch.cat(parts)[chunks.rank]
         pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
         for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
             start, stop = chunks.rows(k)
-            args = (h, sh_k, radial_k, sender_k, receiver_k - start, stop - start)
+            table = NeighborTable.build(sender_k, receiver_k - start, stop - start)
             if chunks.checkpointed:
-                parts.append(checkpoint(self._rows_convolution, *args, use_reentrant=False))
+                parts.append(checkpoint(self._rows_convolution, table, sh_k, radial_k, *layout, use_reentrant=False))
             else:
-                parts.append(self._rows_convolution(*args))
+                parts.append(self._rows_convolution(table, sh_k, radial_k, *layout))
         return torch.cat(parts)[chunks.rank]  # back from count order to atom order
 
-    def _rows_convolution(self, h, edge_sh, radial, sender, local_receiver, rows: int) -> torch.Tensor:
-        """Convolution of ``rows`` receiving atoms from their edges (receivers numbered from 0),
-        mixed by ``linear``: ``[rows, target.dim]``."""
-        table = NeighborTable.build(sender, local_receiver, rows)
+    def _rows_convolution(self, table: NeighborTable, edge_sh, radial, *layout) -> torch.Tensor:
+        """Convolution of the receivers of ``table`` from their edges and the senders' rows of
+        ``layout`` (:meth:`NeighborConvolution.layout`), mixed by ``linear``: ``[rows, target.dim]``."""
+        return self._gathered_rows(table, edge_sh, radial, self.convolution.gather(list(layout), table))
+
+    def _gathered_rows(self, table: NeighborTable, edge_sh, radial, gathered: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`_rows_convolution` from the senders' features already gathered."""
         weights = self.conv_weights(table.gather_edges(radial))  # [rows, max_neighbors, weight_numel]
-        return self.linear(self.convolution(h, table.gather_edges(edge_sh), weights, table))
+        return self.linear(self.convolution.gathered(gathered, table.gather_edges(edge_sh), weights))
+
+
+class _RecomputedChunks(torch.autograd.Function):
+    """One layer's checkpointed chunks (:meth:`MACEInteraction.chunked_convolution`) for inference.
+
+    Forward keeps only the chunks' outputs, ``[n_nodes, target.dim]`` in chunk order; backward
+    recomputes one chunk at a time from its senders' gathered rows and adds their gradient into one
+    ``[n_nodes, 2l+1, C]`` buffer per input irrep at the senders. ``torch.utils.checkpoint`` would
+    instead return a zero-filled gradient of every layout tensor per chunk, work and temporaries
+    that grow with the square of the number of atoms. First derivatives only, and none with
+    respect to the parameters (``@once_differentiable``): training runs under checkpoint.
+    """
+
+    @staticmethod
+    def forward(ctx, interaction: MACEInteraction, chunks: ReceiverChunks, edge_sh, radial, *layout):
+        ctx.interaction, ctx.chunks = interaction, chunks
+        ctx.save_for_backward(edge_sh, radial, *layout)
+        with torch.no_grad():
+            return torch.cat(
+                [interaction._rows_convolution(*piece, *layout) for piece in _chunk_pieces(chunks, edge_sh, radial)]
+            )
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        interaction, chunks = ctx.interaction, ctx.chunks
+        edge_sh, radial, *layout = ctx.saved_tensors
+        grad_layout = [torch.zeros_like(x) for x in layout]
+        grad_sh, grad_radial = torch.empty_like(edge_sh), torch.empty_like(radial)
+        grad_rows = grad_out.split([stop - start for start, stop in map(chunks.rows, range(len(chunks.edge_counts)))])
+        edge_slices = zip(grad_sh.split(chunks.edge_counts), grad_radial.split(chunks.edge_counts))
+        for (table, sh_k, radial_k), grad_k, (grad_sh_k, grad_radial_k) in zip(
+            _chunk_pieces(chunks, edge_sh, radial), grad_rows, edge_slices
+        ):
+            with torch.enable_grad():
+                sh_k, radial_k = sh_k.detach().requires_grad_(), radial_k.detach().requires_grad_()
+                gathered = [g.requires_grad_() for g in interaction.convolution.gather(layout, table)]
+                out = interaction._gathered_rows(table, sh_k, radial_k, gathered)
+                grads = torch.autograd.grad(out, [sh_k, radial_k, *gathered], grad_k, allow_unused=True)
+            for target, g in ((grad_sh_k, grads[0]), (grad_radial_k, grads[1])):
+                target.copy_(g) if g is not None else target.zero_()
+            senders = table.sender.flatten()
+            for acc, g in zip(grad_layout, grads[2:]):
+                if g is not None:
+                    acc.index_add_(0, senders, g.flatten(0, 1))
+        return None, None, grad_sh, grad_radial, *grad_layout
+
+
+def _chunk_pieces(chunks: ReceiverChunks, edge_sh, radial):
+    """Per chunk: its neighbor table (receivers numbered from 0) and its edges' harmonics and radial basis."""
+    pieces = zip(
+        chunks.split(edge_sh), chunks.split(radial), chunks.split(chunks.sender), chunks.split(chunks.receiver)
+    )
+    for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
+        start, stop = chunks.rows(k)
+        yield NeighborTable.build(sender_k, receiver_k - start, stop - start), sh_k, radial_k
 
 
 class MACE(nn.Module):
@@ -456,7 +528,9 @@ class MACE(nn.Module):
             zip(self.interactions, self.products, self.product_linears, self.readouts)
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
-            a, skip = interaction(h, groups, edge_sh, radial, sender, receiver, chunks)  # a: [n_nodes, C, D]
+            a, skip = interaction(
+                h, groups, edge_sh, radial, sender, receiver, chunks, inputs.constant_weights
+            )  # a: [n_nodes, C, D]
             h = linear(self._product(product, a, inputs.species, chunks, inputs.constant_weights))
             if skip is not None:
                 h = h + skip
