@@ -312,6 +312,9 @@ class _RecomputedChunks(torch.autograd.Function):
     def backward(ctx, grad_out):
         interaction, chunks = ctx.interaction, ctx.chunks
         edge_sh, radial, *layout = ctx.saved_tensors
+        # detached: the recomputation's graph ends at the chunk's own leaves (from the saved tensors
+        # its gradient would be traced back through the whole network for every chunk)
+        edge_sh, radial, layout = edge_sh.detach(), radial.detach(), [x.detach() for x in layout]
         grad_layout = [torch.zeros_like(x) for x in layout]
         grad_sh, grad_radial = torch.empty_like(edge_sh), torch.empty_like(radial)
         grad_rows = grad_out.split([stop - start for start, stop in map(chunks.rows, range(len(chunks.edge_counts)))])
