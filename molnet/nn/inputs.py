@@ -23,8 +23,9 @@ class GraphInputs:
         - atomic_numbers: ``[n_nodes]`` int64 (for pieces that depend on Z itself, e.g. ZBL)
         - aux: outputs a body adds besides its per-atom energies: ``coulomb_energy [n_nodes]`` eV
           (added to the energy unscaled) and ``charges [n_nodes]`` e
-        - constant_weights: no derivative with respect to the model's parameters will be taken
-          (inference), so layers may reuse products of their weights from the previous call
+        - constant_weights: no derivative with respect to the model's parameters and no second
+          derivative will be taken (inference), so layers may reuse products of their weights from
+          the previous call and recompute what backward needs with first derivatives only
     """
 
     positions: torch.Tensor

@@ -234,7 +234,7 @@ class MACEInteraction(nn.Module):
         so the largest tensors of a call, ``[atoms, neighbors, channels]`` per path, exist for one
         chunk at a time: with ``inference`` through :class:`_RecomputedChunks`, whose backward
         adds every chunk's gradient into one buffer per layer, otherwise (training, which takes
-        second derivatives) under ``torch.utils.checkpoint``. Unchecked, where it pays
+        second derivatives) under ``torch.utils.checkpoint``. Unless checkpointed, where it pays
         (:meth:`pairs_pay`), the radial MLP runs once per edge and its reverse (``chunks.pairs``),
         before the chunks, and each chunk's table gathers its weights. Each receiver's sum is the
         same as in one table of all atoms.
@@ -266,10 +266,7 @@ class MACEInteraction(nn.Module):
                 )
                 parts.append(self.linear(summed))
             return torch.cat(parts)[chunks.rank]
-        pieces = zip(chunks.split(edge_sh), chunks.split(radial), chunks.split(sender), chunks.split(receiver))
-        for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
-            start, stop = chunks.rows(k)
-            table = NeighborTable.build(sender_k, receiver_k - start, stop - start)
+        for table, sh_k, radial_k in _chunk_pieces(chunks, edge_sh, radial):
             if chunks.checkpointed:
                 parts.append(checkpoint(self._rows_convolution, table, sh_k, radial_k, *layout, use_reentrant=False))
             else:
@@ -328,7 +325,10 @@ class _RecomputedChunks(torch.autograd.Function):
                 out = interaction._gathered_rows(table, sh_k, radial_k, gathered)
                 grads = torch.autograd.grad(out, [sh_k, radial_k, *gathered], grad_k, allow_unused=True)
             for target, g in ((grad_sh_k, grads[0]), (grad_radial_k, grads[1])):
-                target.copy_(g) if g is not None else target.zero_()
+                if g is None:
+                    target.zero_()
+                else:
+                    target.copy_(g)
             senders = table.sender.flatten()
             for acc, g in zip(grad_layout, grads[2:]):
                 if g is not None:
