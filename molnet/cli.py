@@ -218,6 +218,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data_options(p: argparse.ArgumentParser, targets: tuple[str, ...], unit_note: str = "") -> None:
+    """Options naming a data file's target keys (``--energy-key``, ...) and the units of its energies
+    and lengths, each in both spellings (``--energy-key`` and ``--energy_key``)."""
+    for name in targets:
+        p.add_argument(f"--{name}-key", f"--{name}_key", dest=f"{name}_key", default=name)
+    p.add_argument(
+        "--energy-unit",
+        "--energy_unit",
+        dest="energy_unit",
+        default="eV",
+        help=f"unit of the file's energies: eV, meV, Hartree, Ry, kcal/mol, kJ/mol{unit_note}",
+    )
+    p.add_argument(
+        "--length-unit",
+        "--length_unit",
+        dest="length_unit",
+        default="Å",
+        help="unit of the file's positions and cells: Å, Bohr, nm",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molnet", description="Equivariant interatomic potentials: train, evaluate, simulate."
@@ -239,23 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--energy-key", "--energy_key", dest="energy_key", default="energy")
-    p.add_argument("--forces-key", "--forces_key", dest="forces_key", default="forces")
-    p.add_argument("--stress-key", "--stress_key", dest="stress_key", default="stress")
-    p.add_argument(
-        "--energy-unit",
-        "--energy_unit",
-        dest="energy_unit",
-        default="eV",
-        help="unit of the file's energies: eV, meV, Hartree, Ry, kcal/mol, kJ/mol (metrics and predictions in eV)",
-    )
-    p.add_argument(
-        "--length-unit",
-        "--length_unit",
-        dest="length_unit",
-        default="Å",
-        help="unit of the file's positions and cell: Å, Bohr, nm (predictions written in Å)",
-    )
+    _add_data_options(p, ("energy", "forces", "stress"), " (metrics and predictions in eV and Å)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("md", help="molecular dynamics with the ASE calculator (default: NVT of AcAc with mace-acac)")
@@ -318,19 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="parallel reader processes")
     p.add_argument("--append", action="store_true", help="add the files to an existing data set")
-    p.add_argument("--energy_key", "--energy-key", dest="energy_key", default="energy")
-    p.add_argument("--forces_key", "--forces-key", dest="forces_key", default="forces")
-    p.add_argument("--stress_key", "--stress-key", dest="stress_key", default="stress")
-    p.add_argument("--dipole_key", "--dipole-key", dest="dipole_key", default="dipole")
-    p.add_argument("--charges_key", "--charges-key", dest="charges_key", default="charges")
-    p.add_argument(
-        "--energy_unit",
-        "--energy-unit",
-        dest="energy_unit",
-        default="eV",
-        help="eV, meV, Hartree, Ry, kcal/mol, kJ/mol",
-    )
-    p.add_argument("--length_unit", "--length-unit", dest="length_unit", default="Å", help="Å, Bohr, nm")
+    _add_data_options(p, ("energy", "forces", "stress", "dipole", "charges"))
     p.add_argument("--require", nargs="*", default=["energy", "forces"], help="targets every structure must have")
     p.set_defaults(func=cmd_preprocess)
 
