@@ -85,10 +85,14 @@ class ReceiverChunks:
         size: atoms per chunk
         checkpointed: whether each chunk runs under activation checkpointing (backward recomputes
             it, so that only a chunk's output is kept)
+        tables: each chunk's :class:`NeighborTable`, receivers numbered from the chunk's first
+            atom and edges from the chunk's first edge (shared by every layer)
         pairs: each edge grouped with its reverse, ``(first [G], group [E])`` in the order of
             ``edges`` (:func:`~molnet.nn.inputs.reverse_edge_groups`), so that functions of the
             edge length (the radial MLP) can run once per pair; None when checkpointed (each chunk
             then evaluates its own edges) or when built without lattice translations
+        pair_slots: with ``pairs``, the pair (row of ``first``) of every slot of every chunk's
+            table, the tables flattened one after the other, ``G`` for an empty slot
     """
 
     nodes: torch.Tensor
@@ -99,7 +103,9 @@ class ReceiverChunks:
     edge_counts: list[int]
     size: int
     checkpointed: bool
+    tables: list[NeighborTable]
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+    pair_slots: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -120,24 +126,43 @@ class ReceiverChunks:
         edges = torch.argsort(rank[receiver], stable=True)
         bounds = list(range(0, num_nodes, size)) + [num_nodes]  # first atom of each chunk, then the end
         offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts[nodes], 0)])[bounds].tolist()
-        pairs = None
+        edge_counts = [stop - start for start, stop in zip(offsets, offsets[1:])]
+        chunk_sender, chunk_receiver = sender[edges], rank[receiver[edges]]
+        tables = [
+            NeighborTable.build(sender_k, receiver_k - start, stop - start)
+            for sender_k, receiver_k, start, stop in zip(
+                chunk_sender.split(edge_counts), chunk_receiver.split(edge_counts), bounds, bounds[1:]
+            )
+        ]
+        pairs = pair_slots = None
         if unit_shifts is not None and not checkpointed:
-            pairs = reverse_edge_groups(sender[edges], receiver[edges], unit_shifts[edges])
+            pairs = reverse_edge_groups(chunk_sender, receiver[edges], unit_shifts[edges])  # atoms, not positions
+            first, group = pairs
+            empty = group.new_full((1,), len(first))
+            pair_slots = torch.cat(
+                [
+                    torch.cat([group_k, empty])[table.edge].flatten()
+                    for group_k, table in zip(group.split(edge_counts), tables)
+                ]
+            )
         return cls(
             nodes=nodes,
             rank=rank,
             edges=edges,
-            sender=sender[edges],
-            receiver=rank[receiver[edges]],
-            edge_counts=[stop - start for start, stop in zip(offsets, offsets[1:])],
+            sender=chunk_sender,
+            receiver=chunk_receiver,
+            edge_counts=edge_counts,
             size=size,
             checkpointed=checkpointed,
+            tables=tables,
             pairs=pairs,
+            pair_slots=pair_slots,
         )
 
     def split(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """A per-edge tensor ``[E, …]`` in the order of ``edges`` → one view per chunk."""
-        return values.split(self.edge_counts)
+        """A per-edge tensor ``[E, …]`` in the order of ``edges`` → one view per chunk (one chunk:
+        the tensor itself, so that a traced graph does not depend on the number of edges)."""
+        return (values,) if len(self.edge_counts) == 1 else values.split(self.edge_counts)
 
     def rows(self, chunk: int) -> tuple[int, int]:
         """``(start, stop)``: the chunk's atoms are ``nodes[start:stop]``."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from e3nn import o3
 
-from molnet.nn.inputs import gather_padded
+from molnet.nn.inputs import gather_padded, inverse_permutation
 
 
 class Linear(o3.Linear):
@@ -95,11 +95,18 @@ class ElementGroups:
         slots: ``[n_present, width]`` the atom in each slot (atoms of one element in atom order);
             ``n_atoms`` marks an empty slot
         position: ``[n_atoms]`` each atom's slot in the flattened table
+        order: ``[n_atoms]`` the atoms sorted by element (atom order within an element)
+        rank: ``[n_atoms]`` each atom's position in ``order``
+        elements, sizes: the elements present and their numbers of atoms, as plain ints
     """
 
     present: torch.Tensor
     slots: torch.Tensor
     position: torch.Tensor
+    order: torch.Tensor
+    rank: torch.Tensor
+    elements: list[int]
+    sizes: list[int]
 
     @classmethod
     def build(cls, species: torch.Tensor, num_elements: int) -> "ElementGroups":
@@ -117,7 +124,17 @@ class ElementGroups:
         slots[flat] = order
         position = torch.empty_like(order)
         position[order] = flat
-        return cls(present=present, slots=slots.view(len(present), width), position=position)
+        elements = present.tolist()
+        sizes = counts[present].tolist()
+        return cls(
+            present=present,
+            slots=slots.view(len(present), width),
+            position=position,
+            order=order,
+            rank=inverse_permutation(order),
+            elements=elements,
+            sizes=sizes,
+        )
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Per-atom rows ``[n_atoms, F]`` → ``[n_present, width, F]``, zero in empty slots."""

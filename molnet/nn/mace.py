@@ -246,21 +246,15 @@ class MACEInteraction(nn.Module):
             return _RecomputedChunks.apply(self, chunks, edge_sh, radial, *layout)[chunks.rank]
         parts = []
         if chunks.pairs is not None and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
-            first, group = chunks.pairs
-            weights = self.conv_weights(radial[first])  # [G, weight_numel], one row per edge pair
+            weights = self.conv_weights(radial[chunks.pairs[0]])  # [G, weight_numel], one row per edge pair
             weights = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])  # last row: empty slots
-            empty = group.new_full((1,), len(first))
-            tables, rows = [], []
-            for k, (sender_k, receiver_k, group_k) in enumerate(
-                zip(*(chunks.split(x) for x in (sender, receiver, group)))
-            ):
-                start, stop = chunks.rows(k)
-                tables.append(NeighborTable.build(sender_k, receiver_k - start, stop - start))
-                rows.append(torch.cat([group_k, empty])[tables[-1].edge].flatten())  # weight row of each slot
             # one gather for all chunks: its backward is one sum into [G + 1, weight_numel], where a
             # gather per chunk would zero-fill and add a tensor of that size per chunk
-            gathered = weights.index_select(0, torch.cat(rows)).split([len(r) for r in rows])
-            for table, sh_k, weights_k in zip(tables, chunks.split(edge_sh), gathered):
+            gathered = weights.index_select(0, chunks.pair_slots)
+            gathered = (
+                (gathered,) if len(chunks.tables) == 1 else gathered.split([t.edge.numel() for t in chunks.tables])
+            )
+            for table, sh_k, weights_k in zip(chunks.tables, chunks.split(edge_sh), gathered):
                 summed = self.convolution(
                     h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table, layout
                 )
@@ -338,12 +332,24 @@ class _RecomputedChunks(torch.autograd.Function):
 
 def _chunk_pieces(chunks: ReceiverChunks, edge_sh, radial):
     """Per chunk: its neighbor table (receivers numbered from 0) and its edges' harmonics and radial basis."""
-    pieces = zip(
-        chunks.split(edge_sh), chunks.split(radial), chunks.split(chunks.sender), chunks.split(chunks.receiver)
-    )
-    for k, (sh_k, radial_k, sender_k, receiver_k) in enumerate(pieces):
-        start, stop = chunks.rows(k)
-        yield NeighborTable.build(sender_k, receiver_k - start, stop - start), sh_k, radial_k
+    return zip(chunks.tables, chunks.split(edge_sh), chunks.split(radial))
+
+
+@dataclass(frozen=True)
+class MessagePlan:
+    """How a call's message passing runs, built once per call from the graph's integers and
+    shared by every layer.
+
+    Attributes:
+        chunks: the atoms in chunks of similar neighbor count with their neighbor tables
+            (:class:`~molnet.nn.convolution.ReceiverChunks`); None when cuequivariance evaluates
+            the convolution
+        groups: the atoms grouped by element (:class:`~molnet.nn.linear.ElementGroups`) for the
+            element-dependent self-connections and the symmetric contraction
+    """
+
+    chunks: ReceiverChunks | None
+    groups: ElementGroups
 
 
 class MACE(nn.Module):
@@ -471,13 +477,12 @@ class MACE(nn.Module):
         size = max(1, min(CHUNK_ATOMS, CHUNK_BYTES // max(per_atom)))
         return size, num_nodes * sum(per_atom) > (AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE)
 
-    def _product(
-        self, product: SymmetricContraction, a, species, chunks: ReceiverChunks | None, constant_weights: bool
-    ):
+    def _product(self, product: SymmetricContraction, a, species, plan: MessagePlan, constant_weights: bool):
         """The symmetric contraction ``[n_nodes, hidden.dim]``, under checkpointing chunk by chunk
-        (of atoms in atom order) when ``chunks`` are checkpointed, else all atoms at once."""
+        (of atoms in atom order) when ``plan.chunks`` are checkpointed, else all atoms at once."""
+        chunks = plan.chunks
         if chunks is None or not chunks.checkpointed or chunks.size >= len(a):
-            return product(a, species, constant_weights)
+            return product(a, species, constant_weights, plan.groups)
         size = chunks.size  # split, not slices: the backward of a split is one cat, not a zero fill per chunk
         return torch.cat(
             [
@@ -488,12 +493,30 @@ class MACE(nn.Module):
 
     def node_features(self, inputs: GraphInputs) -> list[torch.Tensor]:
         """Node features after every layer, e3nn layout ``[n_nodes, hidden.dim]`` (for tests and analysis)."""
-        return self._run(inputs)[1]
+        return self._run(inputs, self.plan(inputs))[1]
 
     def forward(self, inputs: GraphInputs) -> torch.Tensor:
-        return self._run(inputs)[0]
+        return self._run(inputs, self.plan(inputs))[0]
 
-    def _run(self, inputs: GraphInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    @torch.compiler.disable
+    def plan(self, inputs: GraphInputs) -> MessagePlan:
+        """The call's :class:`MessagePlan`, from the graph's integers (``torch.compile`` runs it
+        eagerly and traces the rest of the call as one graph)."""
+        chunks = None
+        if not self.cueq_enabled:  # (cuequivariance gathers, scatters and indexes elements itself)
+            n_nodes, itemsize = len(inputs.species), inputs.positions.element_size()
+            counts = torch.bincount(inputs.receiver, minlength=n_nodes)
+            width = int(counts.max()) if len(inputs.receiver) else 0
+            size, checkpointed = self._chunking(n_nodes, width, itemsize)
+            paired = not checkpointed and any(
+                interaction.pairs_pay(len(inputs.receiver) // 2, itemsize) for interaction in self.interactions
+            )
+            chunks = ReceiverChunks.build(
+                inputs.sender, inputs.receiver, counts, size, checkpointed, inputs.unit_shifts if paired else None
+            )
+        return MessagePlan(chunks=chunks, groups=ElementGroups.build(inputs.species, self.num_elements))
+
+    def _run(self, inputs: GraphInputs, plan: MessagePlan) -> tuple[torch.Tensor, list[torch.Tensor]]:
         vectors, lengths = inputs.edge_vectors()
         edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
         needs_z = self.distance_transform is not None or self.pair_repulsion is not None
@@ -505,23 +528,11 @@ class MACE(nn.Module):
         )
         radial = self.radial(lengths, transformed)  # [n_edges, num_bessel]
         onehot = torch.nn.functional.one_hot(inputs.species, self.num_elements).to(vectors.dtype)
-        sender, receiver, chunks = inputs.sender, inputs.receiver, None
-        if not self.cueq_enabled:  # (cuequivariance gathers, scatters and indexes elements itself)
-            n_nodes = len(inputs.species)
-            counts = torch.bincount(inputs.receiver, minlength=n_nodes)
-            width = int(counts.max()) if len(inputs.receiver) else 0
-            size, checkpointed = self._chunking(n_nodes, width, vectors.element_size())
-            paired = not checkpointed and any(
-                interaction.pairs_pay(len(inputs.receiver) // 2, vectors.element_size())
-                for interaction in self.interactions
-            )
-            chunks = ReceiverChunks.build(
-                inputs.sender, inputs.receiver, counts, size, checkpointed, inputs.unit_shifts if paired else None
-            )
+        sender, receiver, chunks, groups = inputs.sender, inputs.receiver, plan.chunks, plan.groups
+        if chunks is not None:
             edge_sh, radial = edge_sh[chunks.edges], radial[chunks.edges]  # edges in chunk order
             sender, receiver = chunks.sender, chunks.receiver
         h = self.embedding(onehot)  # [n_nodes, C]
-        groups = ElementGroups.build(inputs.species, self.num_elements)  # for the element-dependent layers
         energy = torch.zeros(len(h), dtype=h.dtype, device=h.device)
         if self.pair_repulsion is not None:  # scaled with the rest, as in mace-torch's ScaleShiftMACE
             energy = energy + self.pair_repulsion(lengths, z_sender, z_receiver, inputs.receiver, len(h))
@@ -534,7 +545,7 @@ class MACE(nn.Module):
             a, skip = interaction(
                 h, groups, edge_sh, radial, sender, receiver, chunks, inputs.constant_weights
             )  # a: [n_nodes, C, D]
-            h = linear(self._product(product, a, inputs.species, chunks, inputs.constant_weights))
+            h = linear(self._product(product, a, inputs.species, plan, inputs.constant_weights))
             if skip is not None:
                 h = h + skip
             if update is not None:  # invariant update on the 0e channels only: equivariance is exact

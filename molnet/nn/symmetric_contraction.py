@@ -32,7 +32,7 @@ from e3nn.math import orthonormalize
 from torch import nn
 
 from molnet.nn.dtypes import default_dtype
-from molnet.nn.inputs import inverse_permutation
+from molnet.nn.linear import ElementGroups
 
 #: The two bases of U^{(ν)}: "reduced" (a basis of the symmetric couplings, e3nn's
 #: ReducedTensorProducts) and "coupled" (every ordered chain of Clebsch–Gordan couplings
@@ -369,19 +369,24 @@ class SymmetricContraction(nn.Module):
                 )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, a: torch.Tensor, species: torch.Tensor, constant_weights: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        a: torch.Tensor,
+        species: torch.Tensor,
+        constant_weights: bool = False,
+        groups: ElementGroups | None = None,
+    ) -> torch.Tensor:
         """``constant_weights``: no derivative with respect to the weights will be taken, so the
-        weights folded into U are kept and reused while the weights stay the same."""
+        weights folded into U are kept and reused while the weights stay the same. ``groups``:
+        the atoms of ``species`` grouped by element, when already built for other layers."""
         if self.accelerated is not None:
             return self.accelerated(a, species, self.weights)
         n, c, d = a.shape  # [n_nodes, C, D]
         if n == 0:
             return a.new_zeros(0, c * sum(self._out_dims))
-        order = torch.argsort(species, stable=True)  # atoms grouped by element
-        counts = torch.bincount(species, minlength=self.num_elements).tolist()
-        present = [e for e, count in enumerate(counts) if count]
-        sizes = [counts[e] for e in present]
-        x = a[order].transpose(0, 1).contiguous()  # [C, n, D]
+        groups = groups if groups is not None else ElementGroups.build(species, self.num_elements)
+        present, sizes = groups.elements, groups.sizes
+        x = a[groups.order].transpose(0, 1).contiguous()  # [C, n, D], atoms grouped by element
         top, lower = self._reused_folded_weights(present) if constant_weights else self._folded_weights(present)
         out = self._top_orders(x, sizes, top) if top is not None else None
         if lower:
@@ -389,7 +394,7 @@ class SymmetricContraction(nn.Module):
             for level, weights in zip(levels, lower):  # per element [C, n_e, n_mono] @ [C, n_mono, ΣM]
                 part = torch.cat([torch.bmm(m, w.transpose(1, 2)) for m, w in zip(level, weights)], dim=1)
                 out = part if out is None else out + part
-        out = out.transpose(0, 1)[inverse_permutation(order)]  # [n, C, ΣM] in atom order, output irreps in _out_order
+        out = out.transpose(0, 1)[groups.rank]  # [n, C, ΣM] in atom order, output irreps in _out_order
         blocks = dict(zip(self._out_order, out.split([self._out_dims[k] for k in self._out_order], dim=2)))
         return torch.cat([blocks[k].reshape(n, c * dim) for k, dim in enumerate(self._out_dims)], dim=-1)
 
