@@ -120,7 +120,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
     where = f"Unix socket /tmp/ipi_{args.unix}" if args.unix else f"{args.host}:{args.port}"
     log.info("i-PI driver: %s for %s (%d atoms), connecting to %s", args.model, args.structure, len(structure), where)
     client = connect(unixsocket=args.unix, host=args.host, port=args.port, timeout=args.timeout)
-    steps = serve(calculator, structure, client)
+    steps = serve(calculator, structure, client, pbc=None if args.pbc == "file" else args.pbc == "true")
     log.info("server closed the connection after %d force evaluations; driver done", steps)
     return 0
 
@@ -301,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="structure file giving the species (the protocol sends only positions and cell)",
     )
     p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    p.add_argument(
+        "--pbc",
+        choices=["file", "true", "false"],
+        default="file",
+        help="periodic in all directions (true: with the cell the server sends, stress as virial), a molecule "
+        "(false), or as the structure file says (file, the default; i-PI always sends a cell, so the wire "
+        "cannot tell)",
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", default=None, help="Unix socket NAME (/tmp/ipi_NAME, i-PI's convention)")
     where.add_argument("--port", type=int, default=None, help="TCP port of the server")

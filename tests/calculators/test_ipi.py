@@ -29,7 +29,7 @@ def model_file(tmp_path_factory):
     return save_model(model, tmp_path_factory.mktemp("ipi") / "model.safetensors")
 
 
-def _driver(model_file, structure, name):
+def _driver(model_file, structure, name, *options):
     return subprocess.Popen(
         [
             sys.executable,
@@ -44,6 +44,7 @@ def _driver(model_file, structure, name):
             name,
             "--timeout",
             "60",
+            *options,
         ],
         env=ENV,
         stdout=subprocess.PIPE,
@@ -121,3 +122,47 @@ def test_a_vanished_server_and_unknown_elements_end_the_driver_with_a_message(mo
     )
     assert done.returncode == 2
     assert "element(s) ['N'] that the model does not know" in " ".join(done.stderr.split())
+
+
+def test_a_structure_file_without_a_cell_is_a_molecule_with_a_warning_unless_pbc_is_given(model_file, tmp_path):
+    """i-PI always sends a cell, so a periodic system read from a file without one (i-PI's own xyz
+    input) would silently lose its periodic images and virial: the driver warns, and --pbc true
+    serves the periodic energy and stress."""
+    atoms = _triclinic_cell()
+    write(tmp_path / "plain.xyz", atoms, format="xyz")  # positions only: ASE reads pbc=False
+    periodic = MolNetCalculator(model_file, dtype="float64", skin=0.0)
+    molecule = atoms.copy()
+    molecule.pbc = False
+    molecule.calc = MolNetCalculator(model_file, dtype="float64", skin=0.0)
+    for options, expected in (((), molecule.get_potential_energy()), (("--pbc", "true"), None)):
+        name = f"molnet-{uuid.uuid4().hex[:8]}"
+        driver = _driver(model_file, tmp_path / "plain.xyz", name, *options)
+        with SocketIOCalculator(unixsocket=name, timeout=120) as calc:
+            served = atoms.copy()
+            served.calc = calc
+            energy = served.get_potential_energy()
+            if expected is None:
+                reference = atoms.copy()
+                reference.calc = periodic
+                assert energy == pytest.approx(reference.get_potential_energy(), abs=1e-9)
+                np.testing.assert_allclose(served.get_stress(), reference.get_stress(), atol=1e-10)
+            else:
+                assert energy == pytest.approx(expected, abs=1e-9)
+        out, _ = driver.communicate(timeout=60)
+        assert driver.returncode == 0, out
+        warned = "restart the driver with --pbc true" in " ".join(out.split())
+        assert warned == (not options), out
+
+
+def test_an_unknown_host_ends_the_driver_with_a_message(model_file, tmp_path):
+    write(tmp_path / "start.xyz", _triclinic_cell())
+    done = subprocess.run(
+        [sys.executable, "-m", "molnet.cli", "driver", "--model", str(model_file), "--structure"]
+        + [str(tmp_path / "start.xyz"), "--port", "31415", "--host", "no-such-host.invalid", "--timeout", "1"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "cannot resolve the host 'no-such-host.invalid'" in " ".join(done.stderr.split())
