@@ -18,7 +18,6 @@ import socket
 import time
 
 import numpy as np
-
 from ase import Atoms
 from ase.calculators.socketio import SocketClient
 
