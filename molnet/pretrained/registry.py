@@ -66,13 +66,19 @@ def cache_dir() -> Path:
 def download(url: str, sha256: str | None, name: str | None = None) -> Path:
     """Download ``url`` once into the cache and verify its sha256 before returning the path.
 
+    A cache entry is named by the expected sha256, or without one by a hash of the URL itself, so
+    two URLs ending in the same file name never share an entry. Without a sha256 the first
+    download of a URL is kept and reused (delete it from :func:`cache_dir` to fetch the URL again).
     The download goes to a temporary file that is renamed into place only once verified, so a
     partial or tampered download never replaces a good cache entry. A checksum mismatch deletes
     the download and raises :class:`ModelFileError`.
     """
     filename = name or Path(urllib.parse.urlparse(url).path).name or "model.safetensors"
-    target = cache_dir() / (f"{sha256[:16]}-{filename}" if sha256 else filename)
+    key = sha256 if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()
+    target = cache_dir() / f"{key[:16]}-{filename}"
     if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
+        if sha256 is None:
+            log.info("using %s, cached from %s without a checksum (delete it to download again)", target, url)
         return target
     try:
         with atomic_path(target, suffix=".part") as tmp:

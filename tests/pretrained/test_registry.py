@@ -34,6 +34,17 @@ def test_load_by_file_url_is_cached_and_verified(model_file, cache):
     assert molnet.load_model(url).elements == model.elements
 
 
+def test_urls_without_checksum_ending_in_the_same_file_name_are_cached_apart(model_file, cache, tmp_path):
+    torch.manual_seed(1)
+    other = build_model({"name": "mpnn", "elements": ["Na", "Cl"], "r_max": 4.0}, dtype=torch.float64)
+    other_file = save_model(other, tmp_path / "elsewhere" / "m.safetensors")  # same file name, other model
+    assert molnet.load_model(model_file.as_uri()).elements == ["H", "C", "O"]
+    assert molnet.load_model(other_file.as_uri()).elements == ["Na", "Cl"]
+    assert len(list(cache.iterdir())) == 2
+    model_file.unlink()  # each URL's first download is reused
+    assert molnet.load_model(model_file.as_uri()).elements == ["H", "C", "O"]
+
+
 def test_checksum_mismatch_deletes_download_and_keeps_good_cache(model_file, cache):
     good = reg.sha256_of(model_file)
     molnet.load_model(f"{model_file.as_uri()}#sha256={good}")
