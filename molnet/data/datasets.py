@@ -60,13 +60,17 @@ def extract_targets(
     attached SinglePointCalculator (ASE >= 3.23 moves ``energy``/``forces``/``stress`` there).
     Positions, cell and targets in ``energy_unit``/``length_unit`` (:mod:`molnet.data.units`)
     are converted to eV and Å. Raises :class:`DataError` naming ``where`` when a required
-    target is missing or malformed.
+    target is missing or malformed. An isolated atom (a single atom marked ``config_type``
+    ``isolated_atom`` or ``IsolatedAtom``, read as an E0 by :func:`split_isolated_atoms`) needs its
+    energy only.
     """
     e_unit, l_unit = unit_factors(energy_unit, length_unit)
     require = set(require)
     unknown = require - set(TARGETS)
     if unknown:
         raise DataError(f"unknown required target(s) {sorted(unknown)}; choose from {TARGETS}")
+    if len(atoms) == 1 and atoms.info.get(keys.CONFIG_TYPE) in keys.ISOLATED_ATOM_TYPES:
+        require &= {"energy"}
     out = atoms.copy()
     out.calc = None
     if l_unit != 1.0:

@@ -142,3 +142,18 @@ def test_mace_torch_isolated_atom_marker():
     water = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
     e0s, rest = split_isolated_atoms([h, o, water])
     assert e0s == {1: -13.6, 8: -432.0} and rest == [water]
+
+
+def test_isolated_atoms_in_a_training_file_need_no_forces(tmp_path):
+    """mace-torch's and molnet's isolated-atom frames carry energies only; the other frames must still have forces."""
+    iso = Atoms("O", info={"config_type": "IsolatedAtom", "energy": -432.0})
+    water = Atoms("H2O", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], info={"energy": -470.0})
+    water.arrays["forces"] = np.zeros((3, 3))
+    path = tmp_path / "train.extxyz"
+    write(path, [iso, water])
+    e0s, rest = split_isolated_atoms(read_dataset(path, require=("energy", "forces")))
+    assert e0s == {8: -432.0} and len(rest) == 1
+    del water.arrays["forces"]
+    write(path, [iso, water])
+    with pytest.raises(DataError, match="frame 1: no forces"):
+        read_dataset(path, require=("energy", "forces"))
