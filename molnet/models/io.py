@@ -100,6 +100,28 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 LEGACY_DEFAULTS = {"mace": {"first_layer_residual": False}}
 
 
+def _keep_rebuilt_constants(model: Potential, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with each buffer that ``model`` rebuilt from its configuration in a finer dtype
+    than the file's, and that equals the file's value to the file's precision, replaced by the
+    rebuilt value: constants such as e3nn's Wigner-3j blocks then keep full precision when a
+    float32 file is loaded in float64 (rounded, equivariance would hold to 1e-8 only). Parameters
+    and buffers that differ from the rebuilt ones (element energies, scale, shift) come from the file.
+    """
+    built = model.state_dict()
+    parameters = {name for name, _ in model.named_parameters()}
+    out = dict(tensors)
+    for key, stored in tensors.items():
+        fresh = built.get(key)
+        if key in parameters or fresh is None or not stored.is_floating_point() or fresh.shape != stored.shape:
+            continue
+        if not fresh.is_floating_point() or torch.finfo(stored.dtype).eps <= torch.finfo(fresh.dtype).eps:
+            continue
+        tolerance = 4 * torch.finfo(stored.dtype).eps * float(fresh.abs().max()) if fresh.numel() else 0.0
+        if bool(((fresh - stored.to(fresh.dtype)).abs() <= tolerance).all()):
+            out[key] = fresh
+    return out
+
+
 def load_model_file(
     path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> Potential:
@@ -118,7 +140,7 @@ def load_model_file(
     except Exception as exc:
         raise ModelFileError(f"{path}: the weights cannot be read (corrupt or truncated?): {exc}") from exc
     try:
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(_keep_rebuilt_constants(model, tensors), strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match the stored configuration: {exc}") from exc
     model.training_summary = meta["training"]

@@ -4,6 +4,7 @@ import struct
 
 import pytest
 import torch
+from safetensors import safe_open
 from torch_geometric.loader import DataLoader
 
 import molnet
@@ -148,3 +149,22 @@ def test_predict_batches_match_single_calls(model):
     crystal = bulk("C", "diamond", a=3.6)
     (out,) = molnet.predict(model, [crystal])
     assert out["stress"].shape == (3, 3)
+
+
+def test_a_float32_file_loaded_in_float64_keeps_its_constants_exact(tmp_path):
+    """Buffers the configuration rebuilds (e3nn's Wigner-3j blocks, the Bessel frequencies) come
+    from the float64 build, not rounded from the file; the file's element energies still load."""
+    config = {"name": "mace", "elements": ["H", "C", "O"], "r_max": 4.0, "num_channels": 8, "max_ell": 2}
+    config |= {"correlation": 2, "e0s": {"H": -13.6, "C": -1029.9, "O": -2041.7}}
+    torch.manual_seed(0)
+    path = save_model(build_model(config, dtype=torch.float32), tmp_path / "m32.safetensors")
+    loaded = load_model_file(path, dtype=torch.float64).state_dict()
+    fresh = build_model(config, dtype=torch.float64).state_dict()
+    w3j = [k for k in loaded if "_w3j_" in k] + ["body.radial.basis.frequencies"]
+    assert len(w3j) > 1
+    for key in w3j:
+        assert torch.equal(loaded[key], fresh[key]), key
+    assert loaded["e0s"].tolist() == pytest.approx([-13.6, -1029.9, -2041.7], abs=1e-4)  # float32 values
+    with safe_open(str(path), framework="pt") as fh:
+        for name, _ in build_model(config, dtype=torch.float64).named_parameters():  # weights: the file's
+            assert torch.equal(loaded[name], fh.get_tensor(name).double()), name
