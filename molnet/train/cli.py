@@ -89,6 +89,51 @@ class SaveUserConfig(SaveConfigCallback):
             tmp.write_text(yaml.safe_dump(to_user_config(config), sort_keys=False))
 
 
+class ResumedCSVLogger(CSVLogger):
+    """Lightning's CSV logger, which deletes an existing ``metrics.csv`` when it starts, keeping
+    the rows of the epochs that the checkpoint a run resumes from had completed (``through_epoch``
+    and earlier), so that ``metrics.csv`` and the learning curve cover the whole run. Rows of later
+    epochs, which the resumed run repeats, are dropped."""
+
+    def __init__(self, *args, through_epoch: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.through_epoch = through_epoch
+
+    @property
+    def experiment(self):
+        if self._experiment is not None or self.through_epoch is None:
+            return super().experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        header, kept = [], []
+        if path.is_file():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                header = list(reader.fieldnames or [])
+                kept = [row for row in reader if row.get("epoch") and int(float(row["epoch"])) <= self.through_epoch]
+        writer = super().experiment  # removes the old file
+        if kept:
+            with open(path, "w", newline="") as fh:
+                out = csv.DictWriter(fh, fieldnames=header)
+                out.writeheader()
+                out.writerows(kept)
+            writer.metrics_keys = sorted(header)
+        return writer
+
+
+def resumed_epoch(run_dir: Path, ckpt_path: str | None) -> int | None:
+    """The last epoch completed in the checkpoint a run resumes from (``'last'``: the run's
+    ``checkpoints/last.ckpt``), None when the run starts afresh or the checkpoint does not exist
+    (Lightning then reports it)."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        return None
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
 class MolnetCLI(LightningCLI):
     """LightningCLI with molnet's run directory, checkpointing, EMA and logging defaults."""
 
@@ -108,7 +153,12 @@ class MolnetCLI(LightningCLI):
             LearningRateMonitor(logging_interval="epoch"),
         ]
         return super().instantiate_trainer(
-            logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
+            logger=ResumedCSVLogger(
+                save_dir=str(run_dir),
+                name="",
+                version="",
+                through_epoch=resumed_epoch(run_dir, self.config["ckpt_path"]),
+            ),
             default_root_dir=str(run_dir),
             plugins=[AtomicCheckpointIO()],
             **kwargs,

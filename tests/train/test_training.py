@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -175,6 +176,23 @@ def test_molnet_train_writes_run_folder_and_resumes_after_sigkill(tmp_path):
     resumed = json.loads((killed / "metrics.json").read_text())
     for key in ("energy_mae_meV", "forces_mae_meV_per_A"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-8), key
+    # metrics.csv keeps the epochs before the kill: the same validation curve as the uninterrupted run
+    full_curve, resumed_curve = _validation_curve(full / "metrics.csv"), _validation_curve(killed / "metrics.csv")
+    assert sorted(resumed_curve) == sorted(full_curve) == list(range(6))
+    for epoch, loss in full_curve.items():
+        assert resumed_curve[epoch] == pytest.approx(loss, rel=1e-8), epoch
+
+
+def _validation_curve(path: Path) -> dict[int, float]:
+    """``{epoch: val_loss}`` from a run's metrics.csv; an epoch logged twice fails."""
+    curve: dict[int, float] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("val_loss"):
+                epoch = int(float(row["epoch"]))
+                assert epoch not in curve, f"epoch {epoch} logged twice"
+                curve[epoch] = float(row["val_loss"])
+    return curve
 
 
 def test_export_checkpoint_gives_a_loadable_model(tmp_path):
