@@ -21,7 +21,8 @@ class MolNetCalculator(Calculator):
     Parameters
     ----------
     model
-        A pretrained name, a model file path, a URL, or a :class:`Potential`.
+        A pretrained name, a model file path, a URL, or a :class:`Potential` (the calculator
+        evaluates its own copy, so the options below leave the caller's model as it was).
     device
         Torch device (``"cpu"``, ``"cuda"``).
     dtype
@@ -72,7 +73,7 @@ class MolNetCalculator(Calculator):
             raise ValueError(f"skin must be >= 0, got {skin}")
         self.torch_dtype = resolve_dtype(dtype)
         if isinstance(model, Potential):
-            self.model = model.to(device=device, dtype=self.torch_dtype).eval()
+            self.model = model.inference_copy(device, self.torch_dtype)
         else:
             from molnet.pretrained import load
 

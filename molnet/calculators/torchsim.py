@@ -13,6 +13,7 @@ arXiv:2508.06628 (2025).
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 import torch_sim as ts
@@ -20,6 +21,7 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.neighbors import torch_nl_linked_cell, torch_nl_n2
 
 from molnet.data import keys
+from molnet.errors import InputError
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
 
@@ -40,11 +42,17 @@ class MolNetModel(ModelInterface):
     Parameters
     ----------
     model
-        A pretrained name, a model file, a URL or a :class:`Potential`.
+        A pretrained name, a model file, a URL or a :class:`Potential` (evaluated as a copy, so the
+        caller's model keeps its device, dtype and mode).
     device, dtype
         Where and in which precision the model runs (``"float64"`` or ``"float32"``).
     compute_stress
         Return the stress ``[n_systems, 3, 3]`` (eV/Å³, ASE sign) of periodic states.
+    total_charge
+        Total charge (e) of every system of the states this model evaluates: one number for all,
+        or one per system. torch-sim's states carry no charge, so models with a Coulomb block
+        (whose charges sum to it) take it here; the default is neutral, as ``atoms.info["charge"]``
+        is for :class:`~molnet.calculators.MolNetCalculator`.
 
     ``forward(state)`` returns ``energy [n_systems]`` (eV), ``forces [n_atoms, 3]`` (eV/Å) and,
     when asked and the state is periodic, ``stress``; a non-periodic state gets zero stress.
@@ -56,12 +64,14 @@ class MolNetModel(ModelInterface):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float64",
         compute_stress: bool = True,
+        total_charge: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
         self._device = torch.device(device)
         self._dtype = resolve_dtype(dtype)
+        self.total_charge = torch.as_tensor(total_charge, dtype=self._dtype, device=self._device).reshape(-1)
         if isinstance(model, Potential):
-            self.model = model.to(device=self._device, dtype=self._dtype).eval()
+            self.model = model.inference_copy(self._device, self._dtype)
         else:
             from molnet.pretrained import load
 
@@ -83,6 +93,11 @@ class MolNetModel(ModelInterface):
         )
         unit_shifts = unit_shifts.to(self._dtype)
         counts = torch.bincount(state.system_idx, minlength=n_systems)
+        if len(self.total_charge) not in (1, n_systems):
+            raise InputError(
+                f"total_charge has {len(self.total_charge)} values for a state of {n_systems} systems; "
+                "give one number for all systems or one per system"
+            )
         return _Graphs(
             {
                 keys.POSITIONS: positions,
@@ -93,6 +108,7 @@ class MolNetModel(ModelInterface):
                 keys.CELL: cell,
                 keys.PBC: pbc,
                 keys.BATCH: state.system_idx,
+                keys.TOTAL_CHARGE: self.total_charge.expand(n_systems),
                 "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
                 "num_graphs": n_systems,
             }

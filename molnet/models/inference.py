@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -24,11 +25,13 @@ def predict(
 
     Returns one dict per structure, in order, with keys ``energy``, ``forces``, ``energies``
     and optionally ``stress`` (3×3, for each structure periodic in 3-D unless
-    ``compute_stress=False``), ``charges`` (e) and, for molecules, ``dipole`` (e·Å).
+    ``compute_stress=False``), ``charges`` (e) and, for molecules, ``dipole`` (e·Å). The model
+    evaluates in eval mode (PONITA's training mode rotates its grid at random) and is returned
+    to its mode afterwards.
     """
     device = model.e0s.device
     results: list[dict[str, np.ndarray]] = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with evaluating(model), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("evaluating", total=len(structures))
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]
@@ -55,3 +58,14 @@ def predict(
                 results.append(item)
             bar.advance(task, len(chunk))
     return results
+
+
+@contextmanager
+def evaluating(model: Potential) -> Iterator[Potential]:
+    """``model`` in eval mode for the block, then back in the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

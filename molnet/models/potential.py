@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Sequence
 
@@ -130,6 +131,11 @@ class Potential(nn.Module):
             p_clone.requires_grad_(p_self.requires_grad)
         memo[id(self)] = clone
         return clone
+
+    def inference_copy(self, device: str | torch.device, dtype: torch.dtype) -> "Potential":
+        """A copy on ``device`` in ``dtype`` and eval mode, for a calculator to own: the caller's
+        model keeps its device, dtype, mode and chunking (:meth:`__deepcopy__`)."""
+        return copy.deepcopy(self).to(device=device, dtype=dtype).eval()
 
     @property
     def r_max(self) -> float:

@@ -95,3 +95,21 @@ def test_global_default_dtype_is_untouched(model):
     atoms.calc = MolNetCalculator(model, dtype="float32")
     atoms.get_potential_energy()
     assert torch.get_default_dtype() == before
+
+
+def test_the_callers_model_is_left_as_it_was(model):
+    """The calculator evaluates its own copy: another dtype, mode or chunking does not reach the caller."""
+    model.train()
+    try:
+        atoms = load_bundled("acac", "test")[0]
+        single = MolNetCalculator(model, dtype="float32", atoms_per_chunk=4)
+        double = MolNetCalculator(model, dtype="float64")
+        assert model.dtype == torch.float64 and model.training and model.body.atoms_per_chunk == "auto"
+        assert single.model.dtype == torch.float32 and double.model.dtype == torch.float64
+        assert not single.model.training and single.model.body.atoms_per_chunk == 4
+        reference = atoms.copy()
+        reference.calc = MolNetCalculator(model.inference_copy("cpu", torch.float64))
+        atoms.calc = double
+        assert atoms.get_potential_energy() == reference.get_potential_energy()
+    finally:
+        model.eval()

@@ -98,3 +98,25 @@ def test_many_molecules_in_one_state(model):
     for k in (0, 31, 63):
         frames[k].calc = calc
         assert float(out["energy"][k]) == pytest.approx(frames[k].get_potential_energy(), abs=1e-10)
+
+
+def test_total_charge_reaches_a_coulomb_model():
+    """torch-sim's states carry no charge: MolNetModel(total_charge=…) gives the charged energies
+    that MolNetCalculator gives from atoms.info["charge"]."""
+    from molnet.errors import InputError
+
+    torch.manual_seed(0)
+    config = {"name": "mpnn", "elements": ELEMENTS, "r_max": 4.0, "num_channels": 8, "long_range": {"name": "coulomb"}}
+    model = build_model(config, dtype=torch.float64)
+    structures = _molecules()[:2]
+    state = ts.io.atoms_to_state(structures, device=torch.device("cpu"), dtype=torch.float64)
+    out = MolNetModel(model, total_charge=[1.0, -1.0])(state)
+    neutral = MolNetModel(model)(state)
+    for k, (atoms, charge) in enumerate(zip(structures, (1.0, -1.0))):
+        atoms.info["charge"] = charge
+        atoms.calc = MolNetCalculator(model, skin=0.0)
+        assert float(out["energy"][k]) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(out["forces"][state.system_idx == k].numpy(), atoms.get_forces(), atol=1e-10)
+        assert abs(float(out["energy"][k] - neutral["energy"][k])) > 1e-3  # the charge matters to this model
+    with pytest.raises(InputError, match="total_charge has 3 values for a state of 2 systems"):
+        MolNetModel(model, total_charge=[0.0, 1.0, 2.0])(state)

@@ -168,3 +168,16 @@ def test_a_float32_file_loaded_in_float64_keeps_its_constants_exact(tmp_path):
     with safe_open(str(path), framework="pt") as fh:
         for name, _ in build_model(config, dtype=torch.float64).named_parameters():  # weights: the file's
             assert torch.equal(loaded[name], fh.get_tensor(name).double()), name
+
+
+def test_predict_evaluates_in_eval_mode_and_restores_the_mode():
+    """A PONITA model in train mode rotates its orientation grid at random on every call."""
+    from ase.build import molecule
+
+    torch.manual_seed(0)
+    model = build_model({"name": "ponita", "elements": ["H", "C", "O"], "r_max": 4.0}, dtype=torch.float64)
+    assert model.training
+    ethanol = molecule("CH3CH2OH")
+    energies = [molnet.predict(model, [ethanol])[0]["energy"] for _ in range(3)]
+    assert model.training
+    assert energies[0] == energies[1] == energies[2] == molnet.predict(model.eval(), [ethanol])[0]["energy"]
