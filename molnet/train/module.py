@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 
 import lightning.pytorch as pl
 import torch
@@ -240,27 +239,43 @@ class PotentialModule(pl.LightningModule):
                 self.log(f"test_{k}", v, sync_dist=False)
 
     # -- optimisation -----------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
+    def _stage_two_epoch(self) -> int | None:
+        """The first epoch of stage two, None without one."""
         start = self.hparams.stage_two_start
         if start is None or self.trainer.max_epochs is None:
+            return None
+        return int(start * self.trainer.max_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        first = self._stage_two_epoch()  # (a run that starts, or resumes, inside stage two)
+        if first is not None and self.current_epoch >= first:
+            self._enter_stage_two()
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """At an epoch's end: enter stage two when the next epoch is its first, so that the rate
+        is set before the learning-rate monitor logs it; in stage two the schedulers no longer
+        step, so the rate holds at ``stage_two_lr`` whichever scheduler stage one ran."""
+        first = self._stage_two_epoch()
+        if first is not None and self.current_epoch + 1 >= first:
+            self._enter_stage_two()
             return
-        if self.current_epoch >= int(start * self.trainer.max_epochs) and not self.stage_two_active:
-            self.stage_two_active = True
-            self.loss_weights["energy"] = self.hparams.stage_two_energy_weight
-            self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
-            for group in self.trainer.optimizers[0].param_groups:
-                group["lr"] = self.hparams.stage_two_lr
-            for config in self.trainer.lr_scheduler_configs:
-                # as mace-torch's SWA stage: the rate stays at stage_two_lr. The plateau's record of
-                # stage one's (smaller-weighted) losses would otherwise cut it within a few epochs.
-                if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    config.scheduler.patience = math.inf
-            log.info(
-                "stage two from epoch %d: energy weight %g, lr %g",
-                self.current_epoch,
-                self.loss_weights["energy"],
-                self.hparams.stage_two_lr,
-            )
+        super().lr_scheduler_step(scheduler, metric)
+
+    def _enter_stage_two(self) -> None:
+        """Switch the loss weights and the rate to stage two's (as mace-torch's SWA stage), once."""
+        if self.stage_two_active:
+            return
+        self.stage_two_active = True
+        self.loss_weights["energy"] = self.hparams.stage_two_energy_weight
+        self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.hparams.stage_two_lr
+        log.info(
+            "stage two from epoch %d: energy weight %g, lr %g",
+            self._stage_two_epoch(),
+            self.loss_weights["energy"],
+            self.hparams.stage_two_lr,
+        )
 
     def on_load_checkpoint(self, checkpoint) -> None:
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)

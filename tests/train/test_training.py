@@ -34,23 +34,32 @@ def test_short_run_halves_validation_force_error():
     assert after < 0.5 * before, (before, after)
 
 
-def test_stage_two_switches_weights_and_holds_its_learning_rate():
-    """As mace-torch's SWA stage: energy weight and rate switch once; the plateau no longer cuts the rate."""
+class _RecordRates(pl.Callback):
+    """The energy weight and rate at each training epoch's end, and both at its start as a
+    callback sees them (Lightning's LearningRateMonitor logs the rate there, before the module's hooks)."""
 
-    class Record(pl.Callback):
-        def __init__(self):
-            self.epochs = []
+    def __init__(self):
+        self.epochs, self.starts, self.start_weights = [], [], []
 
-        def on_train_epoch_end(self, trainer, module):
-            self.epochs.append((module.loss_weights["energy"], trainer.optimizers[0].param_groups[0]["lr"]))
+    def on_train_epoch_start(self, trainer, module):
+        self.starts.append(trainer.optimizers[0].param_groups[0]["lr"])
+        self.start_weights.append(module.loss_weights["energy"])
 
+    def on_train_epoch_end(self, trainer, module):
+        self.epochs.append((module.loss_weights["energy"], trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "cosine"])
+def test_stage_two_switches_weights_and_holds_its_learning_rate(scheduler):
+    """As mace-torch's SWA stage: energy weight and rate switch once, and no scheduler changes the rate after."""
+    Record = _RecordRates
     pl.seed_everything(0)
     data = AtomicDataModule(train_index=":20", valid_fraction=0.25, batch_size=5, test_file=None)
     module = PotentialModule(
         model=TINY,
         dtype="float64",
         lr=0.01,
-        scheduler="plateau",
+        scheduler=scheduler,
         plateau_patience=0,
         plateau_factor=0.5,
         stage_two_start=0.5,
@@ -60,10 +69,14 @@ def test_stage_two_switches_weights_and_holds_its_learning_rate():
     record = Record()
     trainer = _trainer(max_epochs=6, callbacks=[record])
     trainer.fit(module, datamodule=data)
-    assert [w for w, _ in record.epochs] == [1.0, 1.0, 1.0, 1000.0, 1000.0, 1000.0]
+    assert record.start_weights == [1.0, 1.0, 1.0, 1000.0, 1000.0, 1000.0]
+    assert [w for w, _ in record.epochs[3:]] == [1000.0, 1000.0, 1000.0]
     # stage two's first epochs have larger losses than stage one's best: with patience 0 the plateau
-    # would halve the rate at once; it must stay at stage_two_lr
+    # would halve the rate at once, and the cosine would decay it; it must stay at stage_two_lr,
+    # from the first stage-two epoch's start (what the learning-rate monitor logs) to the end
     assert [lr for _, lr in record.epochs[3:]] == [0.002, 0.002, 0.002]
+    assert record.starts[3:] == [0.002, 0.002, 0.002]
+    assert all(lr != 0.002 for lr in record.starts[:3])
     # the switch does not depend on the weights changing: equal energy weights still switch the rate
     pl.seed_everything(0)
     module = PotentialModule(
