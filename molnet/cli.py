@@ -148,11 +148,16 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_import_mace(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
+    from molnet.errors import InputError
     from molnet.interop import import_mace
     from molnet.models.io import save_model
 
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise InputError(f"the output {args.output} is the mace-torch file itself; write the conversion elsewhere")
     model = import_mace(args.model, head=args.head, basis=args.basis, dtype=getattr(torch, args.dtype))
     path = save_model(model, args.output)
     log.info(

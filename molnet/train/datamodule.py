@@ -177,6 +177,12 @@ class AtomicDataModule(pl.LightningDataModule):
         """The structures of a split's file: in memory (extxyz, db) or an on-disk data set."""
         h, path = self.hparams, self.files[split]
         if is_dataset(path):
+            if split == "train" and h.train_index != ":":
+                raise ConfigError(
+                    f"data.train_index {h.train_index!r} takes a slice of an extxyz or ASE db file, but "
+                    f"data.train_file {path} is an on-disk data set, which is used whole; preprocess the "
+                    "structures you want into a data set of their own, or train from the extxyz file"
+                )
             dataset = OnDiskDataset(path, r_max=0.0, config_type_weights=h.config_type_weights)
             if dataset.info["units"] != self.units:
                 raise ConfigError(

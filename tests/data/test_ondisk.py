@@ -90,6 +90,8 @@ def test_broken_unfinished_and_mismatched_data_sets_fail_naming_the_file(files, 
         OnDiskDataset(unfinished, 4.0)
     with pytest.raises(ConfigError, match=r"good.h5: the data set was converted from .*'Hartree'"):
         AtomicDataModule(train_file=str(good), energy_unit="Hartree").setup()
+    with pytest.raises(ConfigError, match=r"data.train_index ':10' takes a slice of an extxyz or ASE db file"):
+        AtomicDataModule(train_file=str(good), train_index=":10").setup()
     with pytest.raises(DataError, match=r"valid.xyz, frame 0: no energy under the key 'E_dft'"):
         preprocess([str(files / "valid.xyz")], tmp_path / "nokey.h5", energy_key="E_dft", progress=False)
     assert not (tmp_path / "nokey.h5").exists() and not (tmp_path / "nokey.h5.partial").exists()

@@ -159,6 +159,10 @@ def test_cli_converts_and_the_result_fine_tunes(tmp_path):
     from tests.training_helpers import quiet_trainer
 
     out = tmp_path / "imported.safetensors"
+    source = tmp_path / "hco_res.model"
+    source.write_bytes((FIXTURES / "hco_res.model").read_bytes())
+    assert main(["import-mace", str(source), "-o", str(source)]) == 2  # would overwrite its source
+    assert source.read_bytes() == (FIXTURES / "hco_res.model").read_bytes()
     assert main(["import-mace", str(FIXTURES / "hco_res.model"), "-o", str(out)]) == 0
     pl.seed_everything(0)
     data = AtomicDataModule(train_index=":40", valid_fraction=0.2, batch_size=5, test_file=None)
