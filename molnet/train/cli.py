@@ -75,7 +75,15 @@ def run_callbacks(run_dir: Path, ema_decay: float | None) -> list[Callback]:
 
 
 class SaveUserConfig(SaveConfigCallback):
-    """Writes ``<run_dir>/config.yaml`` in the user layout (``model:``, ``training:``, ...)."""
+    """Writes ``<run_dir>/config.yaml`` in the user layout (``model:``, ``training:``, ...) when
+    training starts, after a checkpoint to resume from has been restored: a resume refused for
+    another model configuration leaves the run's configuration as it was."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        """Nothing yet (LightningCLI saves here, before a resumed checkpoint is checked)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer, pl_module, stage) -> None:
         import yaml

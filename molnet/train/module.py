@@ -278,6 +278,20 @@ class PotentialModule(pl.LightningModule):
         )
 
     def on_load_checkpoint(self, checkpoint) -> None:
+        """Restore the stage and loss weights; refuse, naming the differing options, a checkpoint
+        whose weights do not fit this run's model (a resume with another model configuration)."""
+        own = self.state_dict()
+        misfits = [k for k, v in checkpoint.get("state_dict", {}).items() if k in own and own[k].shape != v.shape]
+        if misfits or any(k not in own for k in checkpoint.get("state_dict", {})):
+            stored = checkpoint.get("molnet_model_config", {})
+            differ = sorted(
+                k for k in set(stored) | set(self.potential.config) if stored.get(k) != self.potential.config.get(k)
+            )
+            raise ConfigError(
+                f"the checkpoint's weights do not fit this run's model (e.g. {misfits[:3]}); the model options "
+                f"that differ from the checkpoint's: {differ}. Resume with the run's own configuration "
+                "(--config <run_dir>/config.yaml)"
+            )
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
         self.stage_two_active = bool(checkpoint.get("molnet_stage_two", False))
 
