@@ -2,11 +2,14 @@
 
 Run with molnet's interpreter from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/md_speed.py [--rounds 3] [--no-save]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/md_speed.py [--rounds 3] [--dtype float64] [--compile]
+        [--box-atoms 2400] [--no-save]
 
 Both packages get a MACE model of the size of molnet's shipped ``mace-acac`` (32 channels,
 max_L 1, max_ell 2, correlation 3, 2 interactions, r_max 5 Å, radial MLP [64,64,64]; random
-weights, zero E0s) in float64, wrapped in each package's own ASE calculator:
+weights, zero E0s) in ``--dtype`` (float64 by default), wrapped in each package's own ASE
+calculator (with ``--compile``, both through ``torch.compile``: molnet's ``compile=True``,
+mace-torch's ``compile_mode="default"``, whose calculator pads the graph to fixed sizes):
 
 - molnet: ``molnet.calculators.MolNetCalculator(model=<Potential>, dtype="float64")`` (by default
   its neighbor-list skin, 0.5 Å, so the list is rebuilt only when an atom moved more than
@@ -73,33 +76,46 @@ TEMPERATURE_K = 300.0
 # --------------------------------------------------------------------------------------------
 
 
-def molnet_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
+def molnet_calculator(hyper: dict[str, Any], tmp: Path, skin: float, dtype: str, compile: bool):
     import torch
 
     from molnet.calculators import MolNetCalculator
     from molnet.models.registry import build_model
 
     torch.manual_seed(0)
-    model = build_model({"name": "mace", "elements": run.ELEMENTS, **hyper}, dtype=torch.float64)
-    return MolNetCalculator(model=model, dtype="float64", skin=skin), {}
+    model = build_model({"name": "mace", "elements": run.ELEMENTS, **hyper}, dtype=getattr(torch, dtype))
+    return MolNetCalculator(model=model, dtype=dtype, skin=skin, compile=compile), {}
 
 
-def mace_calculator(hyper: dict[str, Any], tmp: Path, skin: float):
+def mace_calculator(hyper: dict[str, Any], tmp: Path, skin: float, dtype: str, compile: bool):
     import torch
     import worker  # the speed benchmark's mace-torch model, built with the same hyperparameters
     from mace.calculators import MACECalculator
 
     del skin  # mace-torch rebuilds its neighbor list every call
     torch.manual_seed(0)
-    backend = worker.MaceBackend(torch.float64)
+    backend = worker.MaceBackend(getattr(torch, dtype))
     backend.build(run.ELEMENTS, hyper)
     path = tmp / "mace_acac_size.model"
     torch.save(backend.model, path)
-    calc = MACECalculator(model_paths=str(path), device="cpu", default_dtype="float64")
+    calc = MACECalculator(
+        model_paths=str(path), device="cpu", default_dtype=dtype, compile_mode="default" if compile else None
+    )
     return calc, {"model_file_bytes": path.stat().st_size}
 
 
-def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin: float) -> None:
+def calculator_calls(skin: float, dtype: str, compile: bool) -> dict[str, str]:
+    """Each package's calculator as built by :func:`molnet_calculator` and :func:`mace_calculator`."""
+    return {
+        "molnet": f"molnet.calculators.MolNetCalculator(model=Potential, dtype={dtype!r}, skin={skin}, compile={compile})",
+        "mace": f"mace.calculators.MACECalculator(model_paths=<file>, device='cpu', default_dtype={dtype!r}, "
+        f"compile_mode={'default' if compile else None!r})",
+    }
+
+
+def serve(
+    backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin: float, dtype: str, compile: bool
+) -> None:
     """JSON-lines loop: ``{"cmd": "md", "index": i, "steps": n}`` → wall seconds of n MD steps."""
     import ase.io
     import numpy as np
@@ -116,7 +132,7 @@ def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin:
     for atoms in frames:
         # one calculator per structure (same seed, so the same weights), so that cached state
         # such as molnet's skin neighbor list belongs to one trajectory
-        atoms.calc, extra = make(hyper, tmp, skin)
+        atoms.calc, extra = make(hyper, tmp, skin, dtype, compile)
         MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=np.random.default_rng(0))
         dyns.append(VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs))
     import importlib.metadata as md
@@ -155,7 +171,7 @@ def serve(backend: str, hyper: dict[str, Any], structures: str, tmp: Path, skin:
 
 class MDWorker:
     def __init__(
-        self, backend: str, python: str, hyper: dict, structures: Path, tmp: Path, threads: int, skin: float
+        self, backend: str, python: str, hyper: dict, structures: Path, tmp: Path, args: argparse.Namespace
     ) -> None:
         self.backend = backend
         self.log_path = tmp / f"md-{backend}.log"
@@ -176,13 +192,16 @@ class MDWorker:
                 "--tmp",
                 str(wdir),
                 "--molnet-skin",
-                str(skin),
+                str(args.molnet_skin),
+                "--dtype",
+                args.dtype,
+                *(["--compile"] if args.compile else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
-            env=run.worker_env(threads),
+            env=run.worker_env(args.threads),
             cwd=run.ROOT,
         )
         self.info = self._read()
@@ -222,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hyper", help=argparse.SUPPRESS)
     p.add_argument("--structures", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
-    p.add_argument("--box-atoms", type=int, default=2400, help="target size of the periodic liquid box")
+    p.add_argument(
+        "--box-atoms", type=int, default=2400, help="target size of the periodic liquid box (0: the molecule only)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="A/B rounds per structure")
     p.add_argument("--molecule-steps", type=int, default=100, help="MD steps per timed block, molecule")
     p.add_argument("--box-steps", type=int, default=3, help="MD steps per timed block, box")
@@ -236,11 +257,26 @@ def main(argv: list[str] | None = None) -> None:
         default=0.5,
         help="MolNetCalculator neighbor-list skin in Å (its default 0.5; 0 rebuilds every step)",
     )
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="both calculators through torch.compile (molnet compile=True, mace-torch compile_mode='default'); "
+        "the warm-up steps include the compilation",
+    )
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
 
     if args.mode == "serve":
-        serve(args.backend, json.loads(args.hyper), args.structures, Path(args.tmp), args.molnet_skin)
+        serve(
+            args.backend,
+            json.loads(args.hyper),
+            args.structures,
+            Path(args.tmp),
+            args.molnet_skin,
+            args.dtype,
+            args.compile,
+        )
         return
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -248,14 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     hyper = {**MACE_ACAC_SIZE, "avg_num_neighbors": run.average_neighbors(MACE_ACAC_SIZE["r_max"])}
     with tempfile.TemporaryDirectory(prefix="md_speed_") as tmpdir:
         tmp = Path(tmpdir)
-        structures = run.build_structures([15, args.box_atoms], tmp / "structures.extxyz", args.seed)
+        sizes = [15] + ([args.box_atoms] if args.box_atoms else [])
+        structures = run.build_structures(sizes, tmp / "structures.extxyz", args.seed)
         workers = {
-            "molnet": MDWorker(
-                "molnet", sys.executable, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin
-            ),
-            "mace": MDWorker(
-                "mace", args.mace_python, hyper, tmp / "structures.extxyz", tmp, args.threads, args.molnet_skin
-            ),
+            "molnet": MDWorker("molnet", sys.executable, hyper, tmp / "structures.extxyz", tmp, args),
+            "mace": MDWorker("mace", args.mace_python, hyper, tmp / "structures.extxyz", tmp, args),
         }
         try:
             for s in structures:
@@ -284,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
                     "structure": s.label,
                     "n_atoms": s.n_atoms,
                     "min_gap_A": s.min_gap,
-                    "dtype": "float64",
+                    "dtype": args.dtype,
+                    "compiled": args.compile,
                     "integrator": "VelocityVerlet",
                     "timestep_fs": TIMESTEP_FS,
                     "init_temperature_K": TEMPERATURE_K,
@@ -294,10 +328,7 @@ def main(argv: list[str] | None = None) -> None:
                     "hyper": hyper,
                     "weights": "random",
                     "molnet_skin_A": args.molnet_skin,
-                    "calculators": {
-                        "molnet": f"molnet.calculators.MolNetCalculator(model=Potential, dtype='float64', skin={args.molnet_skin})",
-                        "mace": "mace.calculators.MACECalculator(model_paths=<file>, device='cpu', default_dtype='float64')",
-                    },
+                    "calculators": calculator_calls(args.molnet_skin, args.dtype, args.compile),
                 }
                 for name in ("molnet", "mace"):
                     sps = statistics.median(rates[name])
