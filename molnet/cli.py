@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="evaluate the model through torch.compile (same numbers; on the CPU no faster than the default eager path, see benchmarks/README.md)",
+        help="evaluate the model through torch.compile (same numbers, after minutes of compilation; on the CPU faster for small models on molecules and small cells, see benchmarks/README.md)",
     )
     p.set_defaults(func=cmd_md)
 

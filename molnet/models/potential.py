@@ -66,11 +66,15 @@ class Potential(nn.Module):
 
         Energies, forces and stress equal the eager path's to rounding (tested); training
         (``training=True``, which needs double backward) always runs eagerly. The first call per
-        new kind of input compiles (minutes on a CPU). The compiled path evaluates whole
-        structures (chunking, :meth:`set_chunking`, is turned off). On the CPU it is no faster
-        than the default eager path, and slower in float64 (``benchmarks/compile_inference.py``;
-        results in ``benchmarks/README.md``, "Compiled inference"); on a GPU it is not yet
-        measured (``benchmarks/gpu_check.sh`` times it). Returns ``self``.
+        new kind of input compiles (minutes on a CPU; Inductor's on-disk cache shortens later
+        processes). The compiled path evaluates whole structures (chunking, :meth:`set_chunking`,
+        is turned off). A ``mace`` body computes its per-call plan from the graph's integers
+        eagerly and the rest of the call is traced as one graph, whose backward (the forces) is
+        compiled too. On the CPU it pays on molecules and small cells, where the eager call is
+        bound by per-operation cost, and least in float64 and at C=128 from ~150 atoms, where the
+        default path's chunked neighbor tables win (``benchmarks/compile_inference.py``; results
+        in ``benchmarks/README.md``, "Compiled inference"); on a GPU it is not yet measured
+        (``benchmarks/gpu_check.sh`` times it). Returns ``self``.
         """
         if hasattr(self.body, "set_chunking"):
             self.body.set_chunking(None)

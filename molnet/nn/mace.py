@@ -4,8 +4,9 @@ Each layer builds the atomic basis A_i = Σ_j R(r_ij) Y(r̂_ij) ⊗ h_j (a chann
 product weighted by a radial MLP, normalised by the mean neighbor count), raises it to
 correlation order ν with a symmetric contraction (ν = 3: 4-body messages per layer), and mixes
 the result with an element-dependent self-connection. The convolution and its sum over
-neighbors run fused (:mod:`molnet.nn.convolution`); ``Potential.compile_inference`` evaluates
-the body through ``torch.compile`` instead (on the CPU it is no faster than the eager path).
+neighbors run fused (:mod:`molnet.nn.convolution`). Everything a call derives from the graph's
+integers (neighbor tables, chunks, element groups) is built once per call by :meth:`MACE.plan`,
+so that ``Potential.compile_inference`` traces the rest as one ``torch.compile`` graph.
 
 References:
     Batatia, Kovács, Simm, Ortner, Csányi, "MACE: Higher Order Equivariant Message Passing
