@@ -100,28 +100,22 @@ def test_a_vanished_server_and_unknown_elements_end_the_driver_with_a_message(mo
 
     atoms[0].symbol = "N"
     write(tmp_path / "nitrogen.xyz", atoms)
+    error = _refused_driver(model_file, tmp_path / "nitrogen.xyz", "--unix", name)
+    assert "element(s) ['N'] that the model does not know" in error
+
+
+def _refused_driver(model_file, structure, *options) -> str:
+    """Run ``molnet driver`` expecting a one-line error (exit code 2); its stderr on one line."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "molnet.cli",
-            "driver",
-            "--model",
-            str(model_file),
-            "--structure",
-            str(tmp_path / "nitrogen.xyz"),
-            "--unix",
-            name,
-            "--timeout",
-            "1",
-        ],
+        [sys.executable, "-m", "molnet.cli", "driver", "--model", str(model_file), "--structure", str(structure)]
+        + [*options, "--timeout", "1"],
         env=ENV,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 2
-    assert "element(s) ['N'] that the model does not know" in " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    return " ".join(done.stderr.split())
 
 
 def test_a_structure_file_without_a_cell_is_a_molecule_with_a_warning_unless_pbc_is_given(model_file, tmp_path):
@@ -156,13 +150,5 @@ def test_a_structure_file_without_a_cell_is_a_molecule_with_a_warning_unless_pbc
 
 def test_an_unknown_host_ends_the_driver_with_a_message(model_file, tmp_path):
     write(tmp_path / "start.xyz", _triclinic_cell())
-    done = subprocess.run(
-        [sys.executable, "-m", "molnet.cli", "driver", "--model", str(model_file), "--structure"]
-        + [str(tmp_path / "start.xyz"), "--port", "31415", "--host", "no-such-host.invalid", "--timeout", "1"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert "cannot resolve the host 'no-such-host.invalid'" in " ".join(done.stderr.split())
+    error = _refused_driver(model_file, tmp_path / "start.xyz", "--port", "31415", "--host", "no-such-host.invalid")
+    assert "cannot resolve the host 'no-such-host.invalid'" in error
