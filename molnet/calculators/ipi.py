@@ -85,7 +85,7 @@ def serve(calculator: MolNetCalculator, structure: Atoms, client: SocketClient, 
     The server sends a cell with every step (i-PI always does, also for a molecule in a box), so
     whether the system is periodic cannot come from the wire: it is ``pbc`` when given, else the
     structure file's. A molecule is evaluated without periodic images and without a virial,
-    whatever cell the server sends; the first step logs a warning when the server's cell is
+    whatever cell the server sends; unless ``pbc`` is given, the first step logs a warning when the server's cell is
     small enough for periodic images within the model's cutoff to matter (a periodic system
     read from a file without a cell, such as i-PI's own xyz input). Stress (virial) is sent for
     cells periodic in three directions. Raises :class:`UnknownElementError` before serving when
@@ -101,7 +101,7 @@ def serve(calculator: MolNetCalculator, structure: Atoms, client: SocketClient, 
     steps = 0
     try:
         for _ in client.irun(atoms, use_stress=bool(atoms.pbc.all())):
-            if steps == 0 and not atoms.pbc.any():
+            if steps == 0 and pbc is None and not atoms.pbc.any():
                 warn_if_periodic_images_matter(atoms, calculator.model.r_max)
             steps += 1
     except ValueError as exc:  # positions of the wrong shape

@@ -138,8 +138,10 @@ class Potential(nn.Module):
 
     def inference_copy(self, device: str | torch.device, dtype: torch.dtype) -> "Potential":
         """A copy on ``device`` in ``dtype`` and eval mode, for a calculator to own: the caller's
-        model keeps its device, dtype, mode and chunking (:meth:`__deepcopy__`)."""
-        return copy.deepcopy(self).to(device=device, dtype=dtype).eval()
+        model keeps its device, dtype, mode and chunking (:meth:`__deepcopy__`). A model prepared
+        with :meth:`compile_inference` gives a compiled copy."""
+        clone = copy.deepcopy(self).to(device=device, dtype=dtype).eval()
+        return clone.compile_inference() if self._inference_body is not None else clone
 
     @property
     def r_max(self) -> float:

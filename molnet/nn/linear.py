@@ -114,7 +114,10 @@ class ElementGroups:
         n = len(species)
         counts = torch.bincount(species, minlength=num_elements)  # [num_elements]
         present = torch.nonzero(counts).flatten()
-        width = int(counts.max()) if n else 0
+        per_element = counts.tolist()  # one device synchronisation for the plain ints below
+        elements = [e for e, count in enumerate(per_element) if count]
+        sizes = [per_element[e] for e in elements]
+        width = max(sizes, default=0)
         order = torch.argsort(species, stable=True)
         element = species[order]
         group = (torch.cumsum(counts > 0, 0) - 1)[element]  # table row of each atom of `order`
@@ -124,8 +127,6 @@ class ElementGroups:
         slots[flat] = order
         position = torch.empty_like(order)
         position[order] = flat
-        elements = present.tolist()
-        sizes = counts[present].tolist()
         return cls(
             present=present,
             slots=slots.view(len(present), width),

@@ -509,8 +509,10 @@ class MACE(nn.Module):
             counts = torch.bincount(inputs.receiver, minlength=n_nodes)
             width = int(counts.max()) if len(inputs.receiver) else 0
             size, checkpointed = self._chunking(n_nodes, width, itemsize)
-            paired = not checkpointed and any(
-                interaction.pairs_pay(len(inputs.receiver) // 2, itemsize) for interaction in self.interactions
+            paired = (
+                n_nodes > 0
+                and not checkpointed
+                and any(interaction.pairs_pay(len(inputs.receiver) // 2, itemsize) for interaction in self.interactions)
             )
             chunks = ReceiverChunks.build(
                 inputs.sender, inputs.receiver, counts, size, checkpointed, inputs.unit_shifts if paired else None

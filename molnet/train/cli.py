@@ -22,6 +22,9 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from molnet.atomic_write import atomic_path
 from molnet.train.checkpoint_io import AtomicCheckpointIO
@@ -97,49 +100,55 @@ class SaveUserConfig(SaveConfigCallback):
             tmp.write_text(yaml.safe_dump(to_user_config(config), sort_keys=False))
 
 
-class ResumedCSVLogger(CSVLogger):
-    """Lightning's CSV logger, which deletes an existing ``metrics.csv`` when it starts, keeping
-    the rows of the epochs that the checkpoint a run resumes from had completed (``through_epoch``
-    and earlier), so that ``metrics.csv`` and the learning curve cover the whole run. Rows of later
-    epochs, which the resumed run repeats, are dropped."""
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer without its deletion of an earlier ``metrics.csv`` when created
+    (at set-up, before a checkpoint is restored): :meth:`RunCSVLogger.start` decides."""
 
-    def __init__(self, *args, through_epoch: int | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.through_epoch = through_epoch
+    def _check_log_dir_exists(self) -> None:
+        """Leave the folder as it is."""
+
+
+class RunCSVLogger(CSVLogger):
+    """``<run_dir>/metrics.csv``: a fresh run replaces an earlier file; a resumed run keeps the
+    rows logged before the optimiser step it resumes at (what its checkpoint had done), so that
+    the file and the learning curve cover the whole run. Both happen when training starts (:class:`StartMetricsFile`), after the checkpoint
+    was restored, so that a refused resume leaves the file as it was."""
 
     @property
-    def experiment(self):
-        if self._experiment is not None or self.through_epoch is None:
-            return super().experiment
-        path = Path(self.log_dir) / "metrics.csv"
-        header, kept = [], []
-        if path.is_file():
-            with open(path, newline="") as fh:
-                reader = csv.DictReader(fh)
-                header = list(reader.fieldnames or [])
-                kept = [row for row in reader if row.get("epoch") and int(float(row["epoch"])) <= self.through_epoch]
-        writer = super().experiment  # removes the old file
-        if kept:
-            with open(path, "w", newline="") as fh:
-                out = csv.DictWriter(fh, fieldnames=header)
-                out.writeheader()
-                out.writerows(kept)
-            writer.metrics_keys = sorted(header)
-        return writer
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def start(self, resumed_at: int | None) -> None:
+        """``resumed_at``: the global step a resumed run continues from, None for a fresh run."""
+        writer, path = self.experiment, Path(self.log_dir) / "metrics.csv"
+        if not path.is_file():
+            return
+        if resumed_at is None:
+            path.unlink()
+            return
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            kept = [row for row in reader if row.get("step") and int(float(row["step"])) < resumed_at]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            out = csv.DictWriter(fh, fieldnames=header)
+            out.writeheader()
+            out.writerows(kept)
+        writer.metrics_keys = sorted(header)
 
 
-def resumed_epoch(run_dir: Path, ckpt_path: str | None) -> int | None:
-    """The last epoch completed in the checkpoint a run resumes from (``'last'``: the run's
-    ``checkpoints/last.ckpt``), None when the run starts afresh or the checkpoint does not exist
-    (Lightning then reports it)."""
-    if ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        return None
-    import torch
+class StartMetricsFile(Callback):
+    """Calls :meth:`RunCSVLogger.start` when training starts."""
 
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    def on_train_start(self, trainer, pl_module) -> None:
+        if isinstance(trainer.logger, RunCSVLogger):
+            resumed = trainer.ckpt_path is not None
+            trainer.logger.start(trainer.global_step if resumed else None)
 
 
 class MolnetCLI(LightningCLI):
@@ -159,14 +168,10 @@ class MolnetCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = [
             *run_callbacks(run_dir, self.config["ema_decay"]),
             LearningRateMonitor(logging_interval="epoch"),
+            StartMetricsFile(),
         ]
         return super().instantiate_trainer(
-            logger=ResumedCSVLogger(
-                save_dir=str(run_dir),
-                name="",
-                version="",
-                through_epoch=resumed_epoch(run_dir, self.config["ckpt_path"]),
-            ),
+            logger=RunCSVLogger(save_dir=str(run_dir), name="", version=""),
             default_root_dir=str(run_dir),
             plugins=[AtomicCheckpointIO()],
             **kwargs,

@@ -38,6 +38,11 @@ def typed_model_config(model: dict) -> dict:
     return typed
 
 
+#: Model options that a run takes from its training data when not given and that a checkpoint
+#: restores with the weights (buffers of the potential), so a resumed run may recompute them.
+DATA_DERIVED_OPTIONS = {"e0s", "scale", "shift"}
+
+
 class PotentialModule(pl.LightningModule):
     """Weighted energy/forces/stress training of any molnet model family.
 
@@ -279,18 +284,25 @@ class PotentialModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint) -> None:
         """Restore the stage and loss weights; refuse, naming the differing options, a checkpoint
-        whose weights do not fit this run's model (a resume with another model configuration)."""
-        own = self.state_dict()
-        misfits = [k for k, v in checkpoint.get("state_dict", {}).items() if k in own and own[k].shape != v.shape]
-        if misfits or any(k not in own for k in checkpoint.get("state_dict", {})):
-            stored = checkpoint.get("molnet_model_config", {})
-            differ = sorted(
-                k for k in set(stored) | set(self.potential.config) if stored.get(k) != self.potential.config.get(k)
+        of another model: one whose weights do not fit this run's model, or whose stored model
+        options (those not taken from the data: :data:`DATA_DERIVED_OPTIONS`) differ."""
+        own, theirs = self.state_dict(), checkpoint.get("state_dict", {})
+        misfit = set(own) != set(theirs) or any(own[k].shape != v.shape for k, v in theirs.items() if k in own)
+        stored = checkpoint.get("molnet_model_config")
+        differ = (
+            sorted(
+                k
+                for k in (set(stored) | set(self.potential.config)) - DATA_DERIVED_OPTIONS
+                if stored.get(k) != self.potential.config.get(k)
             )
+            if stored is not None
+            else []
+        )
+        if misfit or differ:
+            options = f"the model options that differ: {differ}" if stored is not None else "it stores no options"
             raise ConfigError(
-                f"the checkpoint's weights do not fit this run's model (e.g. {misfits[:3]}); the model options "
-                f"that differ from the checkpoint's: {differ}. Resume with the run's own configuration "
-                "(--config <run_dir>/config.yaml)"
+                f"the checkpoint is of another model than this run's ({options}); resume with the run's own "
+                "configuration (--config <run_dir>/config.yaml)"
             )
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
         self.stage_two_active = bool(checkpoint.get("molnet_stage_two", False))

@@ -140,6 +140,7 @@ def test_chunking_refuses_what_it_cannot_do():
     assert model.body.atoms_per_chunk == "auto"
     model.compile_inference()  # so does the compiled path
     assert model.body.atoms_per_chunk is None
+    assert model.inference_copy("cpu", torch.float64)._inference_body is not None  # a calculator's copy stays compiled
     with pytest.raises(ConfigError, match="do not combine"):
         model.set_chunking(4)
     mpnn = build_model({"name": "mpnn", "elements": ["H", "O"], "r_max": 4.0})
@@ -200,3 +201,23 @@ def test_radial_mlp_per_edge_pair_gives_the_same_energy_forces_stress_and_gradie
     for key, values in results.items():
         for a, b in zip(values, reference, strict=True):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=str(key))
+
+
+def test_a_call_without_atoms_gives_empty_energies():
+    from molnet.nn.inputs import GraphInputs
+
+    model = _model()
+    f64, long = torch.float64, torch.long
+    empty = GraphInputs(
+        positions=torch.zeros(0, 3, dtype=f64),
+        species=torch.zeros(0, dtype=long),
+        edge_index=torch.zeros(2, 0, dtype=long),
+        shifts=torch.zeros(0, 3, dtype=f64),
+        cell=torch.zeros(1, 3, 3, dtype=f64),
+        pbc=torch.zeros(1, 3, dtype=torch.bool),
+        batch=torch.zeros(0, dtype=long),
+        num_graphs=1,
+        unit_shifts=torch.zeros(0, 3, dtype=f64),
+        atomic_numbers=torch.zeros(0, dtype=long),
+    )
+    assert model.body(empty).shape == (0,)

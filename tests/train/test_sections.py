@@ -108,6 +108,7 @@ def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_f
     for key in ("energy_mae_meV", "forces_mae_meV_per_A"):
         assert own[key] == pytest.approx(independent[key], rel=1e-6), key
     args = ["train", "--config", str(run_dir / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path", "last"]
-    assert main(args[:-2] + ["--model.num_channels", "16", "--ckpt_path", "last"]) == 2  # another model: refused
+    for other in (["--model.num_channels", "16"], ["--model.r_max", "4.5"]):  # another model: refused
+        assert main(args[:-2] + other + ["--ckpt_path", "last"]) == 2
     assert main(args) == 0
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1

@@ -194,6 +194,12 @@ def test_molnet_train_writes_run_folder_and_resumes_after_sigkill(tmp_path):
     assert sorted(resumed_curve) == sorted(full_curve) == list(range(6))
     for epoch, loss in full_curve.items():
         assert resumed_curve[epoch] == pytest.approx(loss, rel=1e-8), epoch
+    assert _column(killed / "metrics.csv", "lr-Adam") == _column(full / "metrics.csv", "lr-Adam")  # once per epoch
+
+
+def _column(path: Path, name: str) -> list[str]:
+    with open(path, newline="") as fh:
+        return [row[name] for row in csv.DictReader(fh) if row.get(name)]
 
 
 def _validation_curve(path: Path) -> dict[int, float]:
