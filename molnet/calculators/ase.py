@@ -37,7 +37,7 @@ class MolNetCalculator(Calculator):
         Evaluate the model through ``torch.compile`` (:meth:`Potential.compile_inference`):
         same numbers, after a one-off compilation of minutes. On the CPU it pays for small
         models on molecules and small cells, where the eager call is bound by per-operation cost
-        (C=32: 1.4–1.8× per call, 1.4× in MD), not at C=128 (``benchmarks/README.md``, "Compiled
+        (C=32: 1.25–1.8× per call, 1.4× in MD), not at C=128 (``benchmarks/README.md``, "Compiled
         inference"); on GPUs it is not yet measured. Off by default.
     cueq
         Evaluate a ``mace`` model's convolution and symmetric contraction with NVIDIA
