@@ -121,6 +121,6 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str = "cpu") -> Potential:
     """Load a model by pretrained name, file path, or URL (``...#sha256=<hex>`` to verify)."""
-    if isinstance(dtype, str):
+    if dtype is not None:
         dtype = resolve_dtype(dtype)
     return load_model_file(resolve(name_or_path), dtype=dtype, device=device)

@@ -111,3 +111,5 @@ def test_unknown_dtype_name_is_a_configuration_error():
 
     with pytest.raises(ConfigError, match="float32"):
         molnet.load_model("mace-acac", dtype="fp64")
+    with pytest.raises(ConfigError, match="dtype must be 'float32' or 'float64', got torch.float16"):
+        molnet.load_model("mace-acac", dtype=torch.float16)
