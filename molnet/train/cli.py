@@ -111,8 +111,9 @@ class _KeepingWriter(ExperimentWriter):
 class RunCSVLogger(CSVLogger):
     """``<run_dir>/metrics.csv``: a fresh run replaces an earlier file; a resumed run keeps the
     rows logged before the optimiser step it resumes at (what its checkpoint had done), so that
-    the file and the learning curve cover the whole run. Both happen when training starts (:class:`StartMetricsFile`), after the checkpoint
-    was restored, so that a refused resume leaves the file as it was."""
+    the file and the learning curve cover the whole run. Both happen when training starts
+    (:class:`StartMetricsFile`), after the checkpoint was restored, so that a refused resume
+    leaves the file as it was."""
 
     @property
     @rank_zero_experiment
