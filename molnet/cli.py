@@ -91,6 +91,7 @@ def cmd_md(args: argparse.Namespace) -> int:
         log_interval=args.log_interval,
         seed=args.seed,
         pressure_bar=args.pressure,
+        max_bond_distance=args.max_bond_distance if args.max_bond_distance > 0 else None,
     )
     for t, etot, temp, vol in zip(md_log.time_fs, md_log.total_energy, md_log.temperature, md_log.volume):
         log.debug("t=%8.1f fs  E_tot=%.6f eV  T=%.1f K  V=%.2f Å³", t, etot, temp, vol)
@@ -281,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-interval", type=int, default=10)
     p.add_argument("--plot", default="md.png", help="PNG of total energy and temperature against time")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-bond-distance",
+        type=float,
+        default=4.0,
+        help="Å: a molecule's atom with no neighbor this close stops the run as falling apart (0: no check, "
+        "e.g. for a gas-phase ion far from the rest)",
+    )
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     p.add_argument(

@@ -67,3 +67,18 @@ def test_bad_input_exits_with_a_clear_message(tmp_path):
 def test_train_help_is_lightning_cli():
     result = run("train", "--help")
     assert result.returncode == 0 and "--trainer.max_epochs" in result.stdout and "--model.model" in result.stdout
+
+
+def test_md_of_a_molecule_with_a_distant_atom_needs_the_bond_check_off(tmp_path):
+    """A gas-phase system with an atom far from the rest (an H 9 Å from AcAc) stops at step 0 as
+    "falling apart" unless --max-bond-distance 0 turns the check off."""
+    from ase import Atoms
+    from ase.io import read, write
+
+    acac = read(bundled_path("acac", "test"), index=0)
+    write(tmp_path / "far.xyz", acac + Atoms("H", positions=[acac.positions.mean(axis=0) + [9.0, 0.0, 0.0]]))
+    options = ("--structure", str(tmp_path / "far.xyz"), "--steps", "4", "--log-interval", "2", "--plot", "")
+    result = run("md", *options, cwd=tmp_path)
+    assert result.returncode == 2 and "have no neighbor within 4.0 Å" in " ".join(result.stderr.split())
+    result = run("md", *options, "--max-bond-distance", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
