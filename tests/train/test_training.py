@@ -54,7 +54,15 @@ def test_stage_two_switches_weights_and_holds_its_learning_rate(scheduler):
     """As mace-torch's SWA stage: energy weight and rate switch once, and no scheduler changes the rate after."""
     Record = _RecordRates
     pl.seed_everything(0)
-    data = AtomicDataModule(train_index=":20", valid_fraction=0.25, batch_size=5, test_file=None)
+    ionpair = Path(__file__).parents[2] / "data" / "longrange" / "ionpair"  # six elements
+    data = AtomicDataModule(
+        train_file=str(ionpair / "train.xyz"),
+        isolated_atoms_file=str(ionpair / "isolated_atoms.xyz"),
+        train_index=":20",
+        valid_fraction=0.25,
+        batch_size=5,
+        test_file=None,
+    )
     module = PotentialModule(
         model=TINY,
         dtype="float64",
