@@ -13,6 +13,7 @@ from molnet.data import AtomicGraph, keys
 from molnet.errors import InputError
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
+from molnet.pretrained.registry import model_for_inference
 
 
 class MolNetCalculator(Calculator):
@@ -73,12 +74,7 @@ class MolNetCalculator(Calculator):
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         self.torch_dtype = resolve_dtype(dtype)
-        if isinstance(model, Potential):
-            self.model = model.inference_copy(device, self.torch_dtype)
-        else:
-            from molnet.pretrained import load
-
-            self.model = load(model, dtype=self.torch_dtype, device=device)
+        self.model = model_for_inference(model, self.torch_dtype, device)
         if cueq:
             self.model.use_cueq()
         if not (cueq or compile) or atoms_per_chunk not in ("auto", None):

@@ -24,6 +24,7 @@ from molnet.data import keys
 from molnet.errors import InputError
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
+from molnet.pretrained.registry import model_for_inference
 
 
 class _Graphs(dict):
@@ -70,12 +71,7 @@ class MolNetModel(ModelInterface):
         self._device = torch.device(device)
         self._dtype = resolve_dtype(dtype)
         self.total_charge = torch.as_tensor(total_charge, dtype=self._dtype, device=self._device).reshape(-1)
-        if isinstance(model, Potential):
-            self.model = model.inference_copy(self._device, self._dtype)
-        else:
-            from molnet.pretrained import load
-
-            self.model = load(model, dtype=self._dtype, device=self._device)
+        self.model = model_for_inference(model, self._dtype, self._device)
         self._compute_stress = compute_stress
         self._compute_forces = True
         self._memory_scales_with = "n_atoms_x_density"

@@ -164,6 +164,11 @@ class ReceiverChunks:
         the tensor itself, so that a traced graph does not depend on the number of edges)."""
         return (values,) if len(self.edge_counts) == 1 else values.split(self.edge_counts)
 
+    def split_slots(self, values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A tensor ``[Σ slots, …]`` over every chunk's table slots in turn (as ``pair_slots``) →
+        one view per chunk, ``[rows * max_neighbors, …]`` (one chunk: the tensor itself)."""
+        return (values,) if len(self.tables) == 1 else values.split([t.edge.numel() for t in self.tables])
+
     def rows(self, chunk: int) -> tuple[int, int]:
         """``(start, stop)``: the chunk's atoms are ``nodes[start:stop]``."""
         start = chunk * self.size

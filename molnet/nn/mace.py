@@ -251,10 +251,7 @@ class MACEInteraction(nn.Module):
             weights = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])  # last row: empty slots
             # one gather for all chunks: its backward is one sum into [G + 1, weight_numel], where a
             # gather per chunk would zero-fill and add a tensor of that size per chunk
-            gathered = weights.index_select(0, chunks.pair_slots)
-            gathered = (
-                (gathered,) if len(chunks.tables) == 1 else gathered.split([t.edge.numel() for t in chunks.tables])
-            )
+            gathered = chunks.split_slots(weights.index_select(0, chunks.pair_slots))
             for table, sh_k, weights_k in zip(chunks.tables, chunks.split(edge_sh), gathered):
                 summed = self.convolution(
                     h, table.gather_edges(sh_k), weights_k.unflatten(0, table.edge.shape), table, layout

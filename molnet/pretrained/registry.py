@@ -119,6 +119,17 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def model_for_inference(
+    model: str | os.PathLike | Potential, dtype: torch.dtype | str, device: str | torch.device = "cpu"
+) -> Potential:
+    """The model a calculator owns: a copy of a :class:`Potential` (the caller's keeps its device,
+    dtype, mode and chunking: :meth:`Potential.inference_copy`), or one loaded by pretrained name,
+    file or URL (:func:`load`); on ``device`` in ``dtype``, in eval mode."""
+    if isinstance(model, Potential):
+        return model.inference_copy(device, resolve_dtype(dtype))
+    return load(model, dtype=dtype, device=device)
+
+
 def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str = "cpu") -> Potential:
     """Load a model by pretrained name, file path, or URL (``...#sha256=<hex>`` to verify)."""
     if dtype is not None:
