@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import ase.io
+import ase.io.formats
 import numpy as np
 from ase import Atoms
 
@@ -131,6 +132,44 @@ def extract_targets(
     return out
 
 
+def _is_ase_db(path: Path) -> bool:
+    """Whether ASE reads ``path`` as a database (SQLite ``.db`` or ASE's JSON database)."""
+    try:
+        return ase.io.formats.filetype(str(path)) in ("db", "json")
+    except Exception:  # not a format ASE recognises: ase.io.read reports it
+        return False
+
+
+def _read_ase_db(path: Path, index: str, per_atom_keys: set[str]) -> list[Atoms]:
+    """The rows of an ASE database as :class:`ase.Atoms`, with what ``ase.io.read`` leaves behind.
+
+    ``ase.io.read`` keeps only a row's atoms and its calculator's results. Here the row's key-value
+    pairs (``db.write(atoms, my_energy=…, config_type=…, charge=…)``) go to ``atoms.info``, and
+    its ``data`` entries to ``atoms.arrays`` when named in ``per_atom_keys`` (forces, charges),
+    else to ``atoms.info``. The calculator's results stay on ``atoms.calc``. The total charge
+    (``info["charge"]``) is the sum of the row's initial charges, which is what ASE's db keeps
+    under that name.
+    """
+    from ase.db import connect
+    from ase.io.formats import string2index
+
+    rows = list(connect(str(path)).select())
+    selected = rows[string2index(index)]
+    frames = []
+    for row in selected if isinstance(selected, list) else [selected]:
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        if "initial_charges" in row:  # ASE's db keeps a row's total charge as their sum
+            atoms.info[keys.CHARGE_INFO] = float(row.charge)
+        for key, value in row.data.items():
+            if key in per_atom_keys:
+                atoms.arrays[key] = np.asarray(value)
+            else:
+                atoms.info[key] = value
+        frames.append(atoms)
+    return frames
+
+
 def read_dataset(
     path: str | Path,
     energy_key: str = "energy",
@@ -145,6 +184,9 @@ def read_dataset(
 ) -> list[Atoms]:
     """Read reference structures from ``path`` (extxyz, ASE db, or any format ASE reads).
 
+    An ASE db row's key-value pairs and data are read as ``info`` and ``arrays`` entries
+    (:func:`_read_ase_db`), so the keys below may name them.
+
     Each returned :class:`ase.Atoms` carries its targets under the ``REF_*`` keys of
     :mod:`molnet.data.keys`, ready for :meth:`AtomicGraph.from_atoms`. ``require`` lists the
     targets every frame must have (``"energy"``, ``"forces"``, ``"stress"``); a missing one
@@ -156,7 +198,10 @@ def read_dataset(
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
     try:
-        frames = ase.io.read(str(path), index=index)
+        if _is_ase_db(path):
+            frames = _read_ase_db(path, index, {forces_key, charges_key})
+        else:
+            frames = ase.io.read(str(path), index=index)
     except Exception as exc:  # ASE raises many types for broken files
         raise DataError(
             f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file truncated or of another format?"

@@ -43,6 +43,34 @@ def test_ase_db_is_read(tmp_path):
     assert a.info["REF_energy"] == -2.0
 
 
+def test_ase_db_key_value_pairs_and_data_are_read(tmp_path):
+    """A db row's key-value pairs and data (custom target keys, config_type, charge) reach molnet."""
+    from ase.db import connect
+
+    from molnet.data import split_isolated_atoms
+
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    water.set_initial_charges([1.0, 0.0, 0.0])  # ASE's db keeps their sum as the row's "charge"
+    forces = np.arange(9.0).reshape(3, 3)
+    with connect(tmp_path / "d.db") as db:
+        db.write(water, my_E=-14.2, config_type="md", data={"dft_forces": forces, "dft_dipole": [0.1, 0.2, 0.3]})
+        db.write(Atoms("O"), my_E=-2.0, config_type="IsolatedAtom")
+    frames = read_dataset(
+        tmp_path / "d.db",
+        energy_key="my_E",
+        forces_key="dft_forces",
+        dipole_key="dft_dipole",
+        require=("energy", "forces"),
+    )
+    e0s, (a,) = split_isolated_atoms(frames)
+    assert e0s == {8: -2.0}
+    assert a.info["REF_energy"] == -14.2 and a.info["config_type"] == "md" and a.info["charge"] == 1
+    np.testing.assert_array_equal(a.arrays["REF_forces"], forces)
+    np.testing.assert_array_equal(a.info["REF_dipole"], [0.1, 0.2, 0.3])
+    (only,) = read_dataset(tmp_path / "d.db", energy_key="my_E", index="1")
+    assert len(only) == 1 and only.info["REF_energy"] == -2.0
+
+
 def test_missing_energy_names_file_and_frame(tmp_path):
     frames = [Atoms("H", info={"energy": -1.0}), Atoms("H")]
     path = tmp_path / "d.xyz"
