@@ -86,6 +86,10 @@ class MACEConfig(GraphConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.num_channels < 1 or self.readout_hidden < 1:
+            raise ConfigError(
+                f"num_channels and readout_hidden must be >= 1, got {self.num_channels} and {self.readout_hidden}"
+            )
         if self.distance_transform not in (None, "agnesi"):
             raise ConfigError(f"distance_transform must be null or 'agnesi', got {self.distance_transform!r}")
         if not 0 <= self.max_L <= 3:
