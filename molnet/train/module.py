@@ -53,7 +53,8 @@ class PotentialModule(pl.LightningModule):
         of the training data; ``e0s``, ``scale``, ``avg_num_neighbors`` default to the training
         statistics.
     init_from
-        A pretrained name or model file to fine-tune (its architecture replaces ``model``).
+        A pretrained name or model file to fine-tune. Its architecture is the file's: a ``model``
+        section that asks for other values is refused.
     dtype
         ``float32`` or ``float64``.
     energy_weight, forces_weight, stress_weight
@@ -132,6 +133,7 @@ class PotentialModule(pl.LightningModule):
             from molnet.pretrained import load
 
             self.potential = load(self.hparams.init_from, dtype=dtype)
+            self._refuse_other_architecture(self.potential.config)
             self.potential.train()
             dm.check_elements(self.potential.elements)
             dm.configure(self.potential.r_max, dtype)
@@ -154,6 +156,21 @@ class PotentialModule(pl.LightningModule):
                 config["scale"],
             )
             self.potential = build_model(config, dtype=dtype)
+
+    def _refuse_other_architecture(self, stored: dict) -> None:
+        """With ``init_from``, the model file fixes the architecture: a ``model`` section (other
+        than the default) whose values differ from the file's is refused, not silently dropped."""
+        requested = typed_model_config(self.hparams.model)
+        if requested == DEFAULT_MODEL:
+            return
+        differing = [key for key, value in requested.items() if stored.get(key) != value]
+        if differing:
+            listed = ", ".join(f"{key}: {requested[key]!r} (the file: {stored.get(key, 'not set')!r})" for key in differing)
+            raise ConfigError(
+                f"training.init_from takes the architecture from {self.hparams.init_from}, but the model "
+                f"section asks for other values: {listed}. Remove them from the model section to fine-tune "
+                "the file's model, or drop init_from to train a new model"
+            )
 
     def forward(self, batch, training: bool = False):
         return self.potential(batch, compute_forces=True, compute_stress=self._wants_stress(batch), training=training)

@@ -133,6 +133,18 @@ def test_fine_tuning_refuses_incompatible_elements(tmp_path):
         _trainer(max_epochs=1).fit(module, datamodule=data)
 
 
+def test_fine_tuning_refuses_a_model_section_that_asks_for_another_architecture(tmp_path):
+    from molnet.models import build_model, save_model
+
+    path = save_model(
+        build_model({"name": "mpnn", "elements": ["H", "C", "O"], "r_max": 4.0}), tmp_path / "hco.safetensors"
+    )
+    data = AtomicDataModule(train_index=":20", test_file=None)
+    module = PotentialModule(model={"name": "mpnn", "num_channels": 8, "r_max": 4.0}, init_from=str(path))
+    with pytest.raises(ConfigError, match=r"num_channels: 8 \(the file: 64\)"):
+        _trainer(max_epochs=1).fit(module, datamodule=data)
+
+
 def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
     """A ``molnet train`` command in LightningCLI's own layout (``--model.model``, ``--model.dtype``),
     which stays readable beside the user layout of :mod:`molnet.train.sections`."""
