@@ -58,16 +58,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_md(args: argparse.Namespace) -> int:
+def read_frame(path: str, frame: int):
+    """Frame ``frame`` of the structure file ``path``; InputError naming the file's frame count if out of range."""
     from ase.io import read
 
+    from molnet.errors import InputError
+
+    try:
+        return read(path, index=frame)
+    except (StopIteration, IndexError) as exc:
+        count = len(read(path, index=":"))
+        raise InputError(
+            f"{path} has {count} frame(s); --frame {frame} is out of range (use 0 to {count - 1}, or -1 for the last)"
+        ) from exc
+
+
+def refuse_same_file(output: str, source: str, what: str) -> None:
+    """InputError when writing ``output`` would overwrite ``source`` (``what`` names the source)."""
+    from pathlib import Path
+
+    from molnet.errors import InputError
+
+    if Path(output).resolve() == Path(source).resolve():
+        raise InputError(f"the output {output} is {what} itself; write to another file")
+
+
+def cmd_md(args: argparse.Namespace) -> int:
     from molnet.analysis.plots import md_trace
     from molnet.calculators import MolNetCalculator
     from molnet.data import bundled_path
     from molnet.workflows.md import run_md
 
     structure = args.structure or str(bundled_path("acac", "test"))
-    atoms = read(structure, index=args.frame)
+    atoms = read_frame(structure, args.frame)
     atoms.calc = MolNetCalculator(
         model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device
     )
@@ -110,12 +133,10 @@ def cmd_md(args: argparse.Namespace) -> int:
 
 
 def cmd_driver(args: argparse.Namespace) -> int:
-    from ase.io import read
-
     from molnet.calculators import MolNetCalculator
     from molnet.calculators.ipi import check_species, connect, serve
 
-    structure = read(args.structure, index=args.frame)
+    structure = read_frame(args.structure, args.frame)
     calculator = MolNetCalculator(model=args.model, dtype=args.dtype, device=args.device)
     check_species(calculator, structure)
     where = f"Unix socket /tmp/ipi_{args.unix}" if args.unix else f"{args.host}:{args.port}"
@@ -149,16 +170,13 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_import_mace(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import torch
 
-    from molnet.errors import InputError
     from molnet.interop import import_mace
     from molnet.models.io import save_model
 
-    if Path(args.output).resolve() == Path(args.model).resolve():
-        raise InputError(f"the output {args.output} is the mace-torch file itself; write the conversion elsewhere")
+    refuse_same_file(args.output, args.model, "the mace-torch file")
     model = import_mace(args.model, head=args.head, basis=args.basis, dtype=getattr(torch, args.dtype))
     path = save_model(model, args.output)
     log.info(
@@ -178,6 +196,7 @@ def cmd_import_mace(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from molnet.train.export import export_checkpoint
 
+    refuse_same_file(args.output, args.checkpoint, "the checkpoint")
     path = export_checkpoint(args.checkpoint, args.output)
     log.info("wrote %s", path)
     return 0

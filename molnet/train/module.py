@@ -165,7 +165,9 @@ class PotentialModule(pl.LightningModule):
             return
         differing = [key for key, value in requested.items() if stored.get(key) != value]
         if differing:
-            listed = ", ".join(f"{key}: {requested[key]!r} (the file: {stored.get(key, 'not set')!r})" for key in differing)
+            listed = ", ".join(
+                f"{key}: {requested[key]!r} (the file: {stored.get(key, 'not set')!r})" for key in differing
+            )
             raise ConfigError(
                 f"training.init_from takes the architecture from {self.hparams.init_from}, but the model "
                 f"section asks for other values: {listed}. Remove them from the model section to fine-tune "

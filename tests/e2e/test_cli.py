@@ -64,6 +64,24 @@ def test_bad_input_exits_with_a_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_out_of_range_frame_and_self_overwriting_export_are_refused(tmp_path, caplog):
+    from ase import Atoms
+    from ase.io import write
+
+    from molnet.cli import main
+
+    one = tmp_path / "one.xyz"
+    write(one, Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]]))
+    assert main(["md", "--structure", str(one), "--frame", "5", "--steps", "1"]) == 2
+    assert main(["driver", "--model", "mace-acac", "--structure", str(one), "--frame", "5", "--unix", "nowhere"]) == 2
+    assert "one.xyz has 1 frame(s); --frame 5 is out of range" in caplog.text
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"a training checkpoint")
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(checkpoint)]) == 2
+    assert checkpoint.read_bytes() == b"a training checkpoint"
+    assert "is the checkpoint itself" in caplog.text
+
+
 def test_train_help_is_lightning_cli():
     result = run("train", "--help")
     assert result.returncode == 0 and "--trainer.max_epochs" in result.stdout and "--model.model" in result.stdout

@@ -45,7 +45,10 @@ def test_non_finite_output_is_an_error():
         ({"name": "mpnn", "elements": ["H", "Xx"]}, "distinct chemical symbols"),
         ({"name": "mpnn", "elements": ["H"], "num_chanels": 3}, r"unknown key\(s\) \['num_chanels'\]"),
         # wrong types: the string 'False' would be truthy and build the other architecture
-        ({"name": "mace", "elements": ["H"], "first_layer_residual": "False"}, "first_layer_residual must be true or false"),
+        (
+            {"name": "mace", "elements": ["H"], "first_layer_residual": "False"},
+            "first_layer_residual must be true or false",
+        ),
         ({"name": "mace", "elements": ["H"], "num_channels": "sixteen"}, "num_channels must be an integer"),
         ({"name": "mace", "elements": ["H"], "num_channels": 16.5}, "num_channels must be an integer"),
         ({"name": "mace", "elements": ["H"], "num_channels": 0}, "num_channels and readout_hidden must be >= 1"),
