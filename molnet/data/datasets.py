@@ -257,14 +257,19 @@ def read_isolated_atoms(path: str | Path, energy_key: str = "energy", energy_uni
     return e0s
 
 
-def random_split(configs: Sequence[Atoms], valid_fraction: float, seed: int = 0) -> tuple[list[Atoms], list[Atoms]]:
-    """Seeded random split into (train, valid); at least one validation configuration."""
+def split_indices(n: int, valid_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``n`` configurations into sorted (train, valid) indices; at least
+    one validation configuration."""
     if not 0.0 < valid_fraction < 1.0:
         raise DataError(f"valid_fraction must lie in (0, 1), got {valid_fraction}")
-    if len(configs) < 2:
-        raise DataError(f"cannot split {len(configs)} configuration(s) into train and valid")
-    order = np.random.default_rng(seed).permutation(len(configs))
-    n_valid = max(1, int(round(valid_fraction * len(configs))))
-    valid = [configs[i] for i in sorted(order[:n_valid])]
-    train = [configs[i] for i in sorted(order[n_valid:])]
-    return train, valid
+    if n < 2:
+        raise DataError(f"cannot split {n} configuration(s) into train and valid")
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = max(1, int(round(valid_fraction * n)))
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def random_split(configs: Sequence[Atoms], valid_fraction: float, seed: int = 0) -> tuple[list[Atoms], list[Atoms]]:
+    """Seeded random split into (train, valid) (:func:`split_indices`)."""
+    train, valid = split_indices(len(configs), valid_fraction, seed)
+    return [configs[i] for i in train], [configs[i] for i in valid]

@@ -104,8 +104,8 @@ class AtomicGraph(Data):
 
         Reference values stored by :func:`molnet.data.read_dataset` (``REF_energy`` in
         ``atoms.info``, ``REF_forces`` in ``atoms.arrays``, ``REF_stress`` in ``atoms.info``)
-        become targets. ``pbc`` decides periodicity; the cell of a non-periodic structure is
-        ignored. ``where`` names the structure in error messages.
+        become targets (stress only of cells periodic in all three directions). ``pbc`` decides
+        periodicity; the cell of a non-periodic structure is ignored. ``where`` names the structure in error messages.
 
         Examples
         --------
@@ -173,12 +173,15 @@ def _attach_targets(graph: AtomicGraph, atoms: Atoms, dtype: torch.dtype) -> Non
         torch.tensor(np.asarray(forces), dtype=dtype) if forces is not None else torch.zeros(n, 3, dtype=dtype)
     )
     graph[keys.FORCES_WEIGHT] = torch.tensor([1.0 if forces is not None else 0.0], dtype=dtype)
+    # stress is defined for cells periodic in all three directions only (the calculator and
+    # `molnet eval` give none for slabs and wires), so a slab's reference stress is not fitted
+    has_stress = stress is not None and bool(np.all(atoms.pbc))
     graph[keys.STRESS] = (
         torch.tensor(np.asarray(stress), dtype=dtype).reshape(1, 3, 3)
-        if stress is not None
+        if has_stress
         else torch.zeros(1, 3, 3, dtype=dtype)
     )
-    graph[keys.STRESS_WEIGHT] = torch.tensor([1.0 if stress is not None else 0.0], dtype=dtype)
+    graph[keys.STRESS_WEIGHT] = torch.tensor([1.0 if has_stress else 0.0], dtype=dtype)
     graph[keys.WEIGHT] = torch.tensor([float(atoms.info.get(keys.REF_WEIGHT, 1.0))], dtype=dtype)
     dipole = atoms.info.get(keys.REF_DIPOLE)
     graph[keys.REF_DIPOLE_FIELD] = torch.tensor(

@@ -285,5 +285,26 @@ class OnDiskDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:  # DataLoader workers get no open handle
         return {**self.__dict__, "_file": None, "_pid": None}
 
+    def without(self, target: str) -> np.ndarray:
+        """The structures of this (sub)set that lack ``target`` (``energy``, ``forces``, ``stress``,
+        ``dipole`` or ``charges``), as positions in the subset. Per-atom targets are scanned in
+        blocks of atoms, so memory stays small."""
+        f = self._handle()
+        if target in ("energy", "stress", "dipole"):
+            values = f[target][:].reshape(self.info["n_configs"], -1)
+            lacking = ~np.isfinite(values).all(axis=1)
+        elif target in ("forces", "charges"):
+            column = f[target]
+            lacking_atoms = np.zeros(len(column), dtype=bool)
+            block = 2**20
+            for start in range(0, len(column), block):
+                values = column[start : start + block].reshape(min(block, len(column) - start), -1)
+                lacking_atoms[start : start + block] = ~np.isfinite(values).all(axis=1)
+            running = np.concatenate([[0], np.cumsum(lacking_atoms)])  # atoms lacking it before each offset
+            lacking = running[self.offsets[1:]] > running[self.offsets[:-1]]
+        else:
+            raise ValueError(f"unknown target {target!r}")
+        return np.flatnonzero(lacking[self.indices])
+
     def elements_present(self) -> set[str]:
         return set(StatisticsAccumulator.from_dict(self.info["statistics"]).elements())

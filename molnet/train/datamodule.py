@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers as SYMBOL_TO_Z
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from torch_geometric.loader import DataLoader
 
 from molnet.data import AtomicGraph, bundled_path, random_split, read_dataset, split_isolated_atoms
-from molnet.data.datasets import read_isolated_atoms
+from molnet.data.datasets import read_isolated_atoms, split_indices
 from molnet.data.ondisk import OnDiskDataset, is_dataset
 from molnet.data.statistics import DatasetStatistics, StatisticsAccumulator, accumulate
 from molnet.data.units import canonical_units
@@ -189,6 +188,14 @@ class AtomicDataModule(pl.LightningDataModule):
                     f"data.{split}_file {path}: the data set was converted from {dataset.info['units']}, but the "
                     f"configuration declares {self.units}; set data.energy_unit/length_unit to match"
                 )
+            for target in h.require:
+                lacking = dataset.without(target)
+                if len(lacking):
+                    raise DataError(
+                        f"data.{split}_file {path}: {len(lacking)} of {len(dataset)} structures have no {target} "
+                        f"(the first: structure {int(lacking[0])}), but data.require lists it; drop {target} "
+                        "from data.require, or preprocess data that have it"
+                    )
             return dataset
         index = h.train_index if split == "train" else ":"
         structures = read_dataset(
@@ -226,14 +233,9 @@ class AtomicDataModule(pl.LightningDataModule):
             if not isinstance(valid, OnDiskDataset):
                 valid = split_isolated_atoms(valid)[1]
         elif isinstance(train, OnDiskDataset):
-            order = np.random.default_rng(self.hparams.seed).permutation(len(train))
-            n_valid = max(1, int(round(self.hparams.valid_fraction * len(train))))
-            valid = OnDiskDataset(
-                train.path, 0.0, indices=np.sort(order[:n_valid]), config_type_weights=train.config_type_weights
-            )
-            train = OnDiskDataset(
-                train.path, 0.0, indices=np.sort(order[n_valid:]), config_type_weights=train.config_type_weights
-            )
+            train_indices, valid_indices = split_indices(len(train), self.hparams.valid_fraction, self.hparams.seed)
+            valid = OnDiskDataset(train.path, 0.0, indices=valid_indices, config_type_weights=train.config_type_weights)
+            train = OnDiskDataset(train.path, 0.0, indices=train_indices, config_type_weights=train.config_type_weights)
         else:
             train, valid = random_split(train, self.hparams.valid_fraction, seed=self.hparams.seed)
         self._sources = {"train": train, "valid": valid}

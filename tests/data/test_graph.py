@@ -20,6 +20,19 @@ def test_fields_and_shapes():
     assert g.energy_weight.item() == 1 and g.forces_weight.item() == 1 and g.stress_weight.item() == 0
 
 
+def test_stress_is_a_target_of_fully_periodic_cells_only():
+    """A slab's reference stress (ASE calculators give one) is not fitted: the model, the
+    calculator and `molnet eval` define stress for cells periodic in all three directions only."""
+    stress = np.diag([0.1, 0.2, 0.3])
+    weights = {}
+    for pbc in ([True, True, True], [True, True, False]):
+        atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 0]], cell=np.eye(3) * 3.6, pbc=pbc)
+        atoms.info["REF_stress"] = stress
+        g = AtomicGraph.from_atoms(atoms, r_max=3.0, dtype=torch.float64)
+        weights[tuple(pbc)] = (g.stress_weight.item(), g.stress.abs().sum().item())
+    assert weights == {(True, True, True): (1.0, pytest.approx(0.6)), (True, True, False): (0.0, 0.0)}
+
+
 def test_edge_vectors_follow_convention():
     atoms = Atoms("CO", positions=[[0, 0, 0], [0.5, 0, 0]], cell=np.eye(3) * 3.0, pbc=True)
     g = AtomicGraph.from_atoms(atoms, r_max=2.0, dtype=torch.float64)

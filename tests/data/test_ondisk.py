@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from ase import units
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from molnet.data.ondisk import OnDiskDataset, read_info
 from molnet.data.preprocess import preprocess
@@ -95,6 +96,30 @@ def test_broken_unfinished_and_mismatched_data_sets_fail_naming_the_file(files, 
     with pytest.raises(DataError, match=r"valid.xyz, frame 0: no energy under the key 'E_dft'"):
         preprocess([str(files / "valid.xyz")], tmp_path / "nokey.h5", energy_key="E_dft", progress=False)
     assert not (tmp_path / "nokey.h5").exists() and not (tmp_path / "nokey.h5.partial").exists()
+
+
+def test_required_targets_and_the_valid_fraction_are_checked_on_a_data_set(files, tmp_path):
+    """data.require and data.valid_fraction hold for a data set as for an extxyz file."""
+    frames = ase.io.read(files / "valid.xyz", ":")
+    for i in (3, 7):  # two structures without forces
+        energy = frames[i].get_potential_energy()
+        frames[i].calc = SinglePointCalculator(frames[i], energy=energy)
+    ase.io.write(tmp_path / "some_forces.xyz", frames)
+    path = preprocess(
+        [str(tmp_path / "some_forces.xyz")], tmp_path / "s.h5", r_max=4.0, require=("energy",), progress=False
+    )
+    assert len(OnDiskDataset(path, 4.0).without("forces")) == 2
+    with pytest.raises(DataError, match=r"s.h5: 2 of 10 structures have no forces \(the first: structure 3\)"):
+        AtomicDataModule(train_file=str(path), require=["energy", "forces"]).setup()
+    with pytest.raises(DataError, match=r"s.h5: 10 of 10 structures have no stress"):
+        AtomicDataModule(train_file=str(path), require=["energy", "stress"]).setup()
+    for fraction in (0.0, 1.5):
+        with pytest.raises(DataError, match="valid_fraction must lie in"):
+            AtomicDataModule(train_file=str(path), require=["energy"], valid_fraction=fraction).setup()
+    data = AtomicDataModule(train_file=str(path), require=["energy"], valid_fraction=0.3)
+    data.setup()
+    data.configure(4.0, torch.float64)
+    assert len(data.dataset("valid")) == 3
 
 
 def test_a_killed_preprocess_leaves_no_data_set(files, tmp_path):
