@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -14,6 +15,8 @@ from molnet.errors import InputError
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
 from molnet.pretrained.registry import model_for_inference
+
+log = logging.getLogger(__name__)
 
 
 class MolNetCalculator(Calculator):
@@ -85,6 +88,7 @@ class MolNetCalculator(Calculator):
         self.skin = float(skin)
         self._graph: AtomicGraph | None = None
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._charge_warned = False
         self.neighbor_list_builds = 0
 
     def _needs_rebuild(self, atoms: Atoms) -> bool:
@@ -157,6 +161,14 @@ class MolNetCalculator(Calculator):
         if periodic:
             s = out[keys.STRESS][0].cpu().numpy().astype(np.float64)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        charge = atoms.info.get(keys.CHARGE_INFO, 0.0)
+        if keys.CHARGES not in out and charge and not self._charge_warned:
+            log.warning(
+                "atoms.info['charge'] = %s, but this model has no Coulomb block: its energy does not depend on "
+                "the total charge (a model trained on one charge state applies to that state only)",
+                charge,
+            )
+            self._charge_warned = True
         if keys.CHARGES in out:
             self.results["charges"] = out[keys.CHARGES].cpu().numpy().astype(np.float64)
             if not atoms.pbc.any():  # the dipole of a periodic cell is ill-defined

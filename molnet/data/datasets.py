@@ -197,6 +197,13 @@ def read_dataset(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
+    from molnet.data.ondisk import is_dataset
+
+    if is_dataset(path):
+        raise DataError(
+            f"{path}: an on-disk data set (HDF5), which training reads; this reads structure files "
+            "(extxyz, ASE db): give the files the data set was made from"
+        )
     try:
         if _is_ase_db(path):
             frames = _read_ase_db(path, index, {forces_key, charges_key})

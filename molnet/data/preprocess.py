@@ -28,13 +28,20 @@ log = logging.getLogger(__name__)
 
 
 def expand_sources(patterns: Sequence[str]) -> list[Path]:
-    """Files named by ``patterns`` (paths or globs, e.g. ``'train/*.xyz'``), in the order given."""
+    """Files named by ``patterns`` (paths or globs, e.g. ``'train/*.xyz'``), in the order given,
+    each once (a file that two patterns name would be written twice, and could land in both the
+    training and the validation split)."""
     files: list[Path] = []
+    seen: set[Path] = set()
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        if not matches:
-            raise DataError(f"--data {pattern!r}: no file matches")
-        files += [Path(m) for m in matches if Path(m).is_file()]
+        matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+        if not any(m.is_file() for m in matches):
+            what = "matches only folders" if matches else "matches no file"
+            raise DataError(f"--data {pattern!r} {what}; name data files (e.g. 'dft/*.xyz')")
+        for match in matches:
+            if match.is_file() and match.resolve() not in seen:
+                seen.add(match.resolve())
+                files.append(match)
     return files
 
 

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -31,7 +31,7 @@ from molnet.train.checkpoint_io import AtomicCheckpointIO
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.ema import WarmupEMA
 from molnet.train.module import PotentialModule
-from molnet.train.sections import to_lightning_args, to_user_config
+from molnet.train.sections import to_lightning_args, to_user_config, to_user_names
 
 log = logging.getLogger("molnet.train")
 
@@ -152,6 +152,14 @@ class StartMetricsFile(Callback):
             trainer.logger.start(trainer.global_step if resumed else None)
 
 
+class UserLayoutParser(LightningArgumentParser):
+    """LightningCLI's parser, whose error messages name options as the user wrote them
+    (``training.lr``, not LightningCLI's ``model.lr``; :func:`molnet.train.sections.to_user_names`)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        super().error(to_user_names(message), ex)
+
+
 class MolnetCLI(LightningCLI):
     """LightningCLI with molnet's run directory, checkpointing, EMA and logging defaults."""
 
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
         seed_everything_default=0,
         parser_kwargs={"prog": "molnet train"},
+        parser_class=UserLayoutParser,
     )
     run_dir = Path(cli.config["run_dir"])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule

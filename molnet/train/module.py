@@ -101,13 +101,22 @@ class PotentialModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if dtype not in ("float32", "float64"):
-            raise ConfigError(f"model.dtype must be 'float32' or 'float64', got {dtype!r}")
+            raise ConfigError(f"training.dtype must be 'float32' or 'float64', got {dtype!r}")
         if loss not in ("mse", "huber"):
-            raise ConfigError(f"model.loss must be 'mse' or 'huber', got {loss!r}")
+            raise ConfigError(f"training.loss must be 'mse' or 'huber', got {loss!r}")
         if optimizer not in ("adam", "adamw"):
-            raise ConfigError(f"model.optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+            raise ConfigError(f"training.optimizer must be 'adam' or 'adamw', got {optimizer!r}")
         if scheduler not in ("plateau", "cosine"):
-            raise ConfigError(f"model.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
+            raise ConfigError(f"training.scheduler must be 'plateau' or 'cosine', got {scheduler!r}")
+        if warmup_epochs and scheduler != "cosine":
+            raise ConfigError(
+                f"training.warmup_epochs {warmup_epochs} needs scheduler: cosine (the plateau scheduler has no "
+                "warm-up); set training.scheduler to cosine or warmup_epochs to 0"
+            )
+        if stage_two_start is not None and not 0.0 <= stage_two_start < 1.0:
+            raise ConfigError(
+                f"training.stage_two_start is a fraction of max_epochs in [0, 1), got {stage_two_start} (null: no stage two)"
+            )
         if init_from is None:
             family_config(typed_model_config(model))  # validate before any data is read
         self.potential: Potential | None = None
@@ -156,6 +165,22 @@ class PotentialModule(pl.LightningModule):
                 config["scale"],
             )
             self.potential = build_model(config, dtype=dtype)
+        self._refuse_unfittable_targets()
+
+    def _refuse_unfittable_targets(self) -> None:
+        """Dipole and charge losses need a model that predicts charges (a Coulomb block)."""
+        if getattr(self.potential.body, "coulomb", None) is not None:
+            return
+        unused = [
+            f"training.{name}_weight {self.loss_weights[name]}"
+            for name in ("dipole", "charges")
+            if self.loss_weights[name]
+        ]
+        if unused:
+            raise ConfigError(
+                f"{' and '.join(unused)}: this model predicts no charges, so nothing would fit them; add "
+                "long_range: {name: coulomb} to the model, or set the weight to 0"
+            )
 
     def _refuse_other_architecture(self, stored: dict) -> None:
         """With ``init_from``, the model file fixes the architecture: a ``model`` section (other

@@ -18,6 +18,7 @@ configuration back (the ``config.yaml`` a run writes). Configurations in Lightni
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,19 @@ def _option(name: str) -> str:
         first = rest.split(".")[0]
         return name if first in TRAINING_KEYS or first == "model" else f"model.model.{rest}"
     return name
+
+
+def to_user_names(text: str) -> str:
+    """Option names of LightningCLI's layout in ``text`` (an error message) → the user layout:
+    ``model.model.X`` → ``model.X``, ``model.X`` → ``training.X`` (:func:`_option` in reverse)."""
+
+    def user(match: re.Match) -> str:
+        architecture, key = match.group(1), match.group(2)
+        if architecture:
+            return f"model.{key}"
+        return "model" if key == "model" else f"training.{key}"
+
+    return re.sub(r"\bmodel\.(model\.)?(\w+)", user, text)
 
 
 def to_lightning_args(argv: list[str]) -> list[str]:

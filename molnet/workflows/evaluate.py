@@ -74,16 +74,18 @@ def evaluate_file(
     have references for (a warning says which). ``plot`` writes the parity panels that have
     data; ``predictions`` writes an extxyz with the references under their own keys and the
     model's values under ``molnet_energy``, ``molnet_forces``, ``molnet_energies`` (per atom)
-    and ``molnet_stress`` (eV, eV/Å, eV/Å³). The file's energies, positions and cells are in
+    and ``molnet_stress`` (eV, eV/Å, eV/Å³), and each structure's frame in ``data`` under
+    ``molnet_source_frame``. The file's energies, positions and cells are in
     ``energy_unit`` and ``length_unit`` (:mod:`molnet.data.units`); metrics, plots and the
     predictions file are in eV and Å.
     """
     key_names = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
-    _, configs = split_isolated_atoms(
-        read_dataset(
-            data, energy_key, forces_key, stress_key, require=(), energy_unit=energy_unit, length_unit=length_unit
-        )
+    frames = read_dataset(
+        data, energy_key, forces_key, stress_key, require=(), energy_unit=energy_unit, length_unit=length_unit
     )
+    for i, atoms in enumerate(frames):  # the predictions file skips isolated atoms: it names each frame's origin
+        atoms.info[PREDICTION_PREFIX + "source_frame"] = i
+    _, configs = split_isolated_atoms(frames)
     if not configs:
         raise DataError(f"{data}: holds only isolated atoms; nothing to evaluate")
     present = report_missing_targets(configs, data, key_names)

@@ -62,6 +62,18 @@ def test_molecule_has_no_stress_property(model):
         atoms.get_stress()
 
 
+def test_a_charge_that_a_model_without_coulomb_cannot_see_is_reported_once(model, caplog):
+    atoms = load_bundled("acac", "test")[0]
+    atoms.calc = MolNetCalculator(model)
+    neutral = atoms.get_potential_energy()
+    assert "no Coulomb block" not in caplog.text
+    atoms.info["charge"] = 1
+    assert atoms.get_potential_energy() == neutral
+    atoms.positions[0, 0] += 0.01
+    atoms.get_potential_energy()
+    assert caplog.text.count("atoms.info['charge'] = 1, but this model has no Coulomb block") == 1
+
+
 def test_skin_reuse_is_identical_to_rebuilding(model):
     results = {}
     for skin in (0.0, 1.0):

@@ -14,6 +14,7 @@ import torch
 from ase import units
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from molnet.data import read_dataset
 from molnet.data.ondisk import OnDiskDataset, read_info
 from molnet.data.preprocess import preprocess
 from molnet.errors import ConfigError, DataError
@@ -109,6 +110,8 @@ def test_required_targets_and_the_valid_fraction_are_checked_on_a_data_set(files
         [str(tmp_path / "some_forces.xyz")], tmp_path / "s.h5", r_max=4.0, require=("energy",), progress=False
     )
     assert len(OnDiskDataset(path, 4.0).without("forces")) == 2
+    with pytest.raises(DataError, match=r"s.h5: an on-disk data set \(HDF5\), which training reads"):
+        read_dataset(path)  # as `molnet eval --data s.h5` does
     with pytest.raises(DataError, match=r"s.h5: 2 of 10 structures have no forces \(the first: structure 3\)"):
         AtomicDataModule(train_file=str(path), require=["energy", "forces"]).setup()
     with pytest.raises(DataError, match=r"s.h5: 10 of 10 structures have no stress"):
@@ -120,6 +123,20 @@ def test_required_targets_and_the_valid_fraction_are_checked_on_a_data_set(files
     data.setup()
     data.configure(4.0, torch.float64)
     assert len(data.dataset("valid")) == 3
+
+
+def test_sources_are_files_each_read_once(files, tmp_path):
+    from molnet.data.preprocess import expand_sources
+
+    assert expand_sources([str(files / "part_a.xyz"), str(files / "part_*.xyz")]) == [
+        files / "part_a.xyz",
+        files / "part_b.xyz",
+    ]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match="matches only folders"):
+        expand_sources([str(tmp_path / "fold*")])
+    with pytest.raises(DataError, match="matches no file"):
+        expand_sources([str(tmp_path / "none*.xyz")])
 
 
 def test_a_killed_preprocess_leaves_no_data_set(files, tmp_path):

@@ -63,6 +63,20 @@ def test_command_line_overrides_are_translated(tmp_path):
         to_lightning_args(["--config", str(tmp_path / "missing.yaml")])
 
 
+def test_option_errors_name_the_options_as_the_user_wrote_them(tmp_path, capsys):
+    from molnet.train.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--training.lrr", "0.1", "--run_dir", str(tmp_path)])
+    assert "--training.lrr" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY, "training": {"lr": "fast"}}))
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "--run_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert '"training.lr"' in err and '"model.lr"' not in err
+
+
 def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_from_it(tmp_path):
     """Train from a user-layout YAML with dotted overrides on the six-element ion pair; the run's
     test metrics equal an independent evaluation of its model file; its config.yaml is in the user

@@ -145,6 +145,17 @@ def test_fine_tuning_refuses_a_model_section_that_asks_for_another_architecture(
         _trainer(max_epochs=1).fit(module, datamodule=data)
 
 
+def test_options_that_would_be_ignored_are_refused():
+    with pytest.raises(ConfigError, match="training.warmup_epochs 2 needs scheduler: cosine"):
+        PotentialModule(warmup_epochs=2)
+    with pytest.raises(ConfigError, match=r"training.stage_two_start is a fraction of max_epochs in \[0, 1\), got 2.0"):
+        PotentialModule(stage_two_start=2.0)
+    module = PotentialModule(model={"name": "mpnn", "num_channels": 8, "r_max": 4.0}, dipole_weight=10.0)
+    data = AtomicDataModule(train_index=":20", test_file=None)
+    with pytest.raises(ConfigError, match="training.dipole_weight 10.0: this model predicts no charges"):
+        _trainer(max_epochs=1).fit(module, datamodule=data)
+
+
 def _train_cmd(run_dir: Path, *extra: str) -> list[str]:
     """A ``molnet train`` command in LightningCLI's own layout (``--model.model``, ``--model.dtype``),
     which stays readable beside the user layout of :mod:`molnet.train.sections`."""

@@ -150,6 +150,13 @@ def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path
     written = ase.io.read(out, ":")
     reference = predict(model, frames)
     assert len(written) == len(frames) == metrics["n_configs"]
+    assert [a.info["molnet_source_frame"] for a in written] == list(range(len(frames)))
+    # isolated atoms are not evaluated; the written frames name their frame in the input
+    isolated = ase.io.read(IONPAIR / "isolated_atoms.xyz", ":")
+    ase.io.write(tmp_path / "with_isolated.xyz", isolated + frames[:3])
+    evaluate_file(model, tmp_path / "with_isolated.xyz", predictions=tmp_path / "p.extxyz", progress=False)
+    written = ase.io.read(tmp_path / "p.extxyz", ":")
+    assert [a.info["molnet_source_frame"] for a in written] == [len(isolated) + i for i in range(3)]
     for a, ref, p in zip(written, frames, reference):
         assert a.info["molnet_energy"] == pytest.approx(p["energy"], rel=1e-12)
         assert a.arrays["molnet_forces"] == pytest.approx(p["forces"], abs=1e-7)  # extxyz keeps 8 decimals
