@@ -58,14 +58,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_frame(path: str, frame: int):
-    """Frame ``frame`` of the structure file ``path``; InputError naming the file's frame count if out of range."""
+def read_frame(path: str, frame: int, charge: float | None = None):
+    """Frame ``frame`` of the structure file ``path`` (InputError naming the file's frame count if
+    out of range), with the total charge ``charge`` (e) when given, else the file's."""
     from ase.io import read
 
+    from molnet.data import keys
     from molnet.errors import InputError
 
     try:
-        return read(path, index=frame)
+        atoms = read(path, index=frame)
+        if charge is not None:
+            atoms.info[keys.CHARGE_INFO] = charge
+        return atoms
     except (StopIteration, IndexError) as exc:
         count = len(read(path, index=":"))
         raise InputError(
@@ -90,7 +95,7 @@ def cmd_md(args: argparse.Namespace) -> int:
     from molnet.workflows.md import run_md
 
     structure = args.structure or str(bundled_path("acac", "test"))
-    atoms = read_frame(structure, args.frame)
+    atoms = read_frame(structure, args.frame, args.charge)
     atoms.calc = MolNetCalculator(
         model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device
     )
@@ -136,7 +141,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
     from molnet.calculators import MolNetCalculator
     from molnet.calculators.ipi import check_species, connect, serve
 
-    structure = read_frame(args.structure, args.frame)
+    structure = read_frame(args.structure, args.frame, args.charge)
     calculator = MolNetCalculator(model=args.model, dtype=args.dtype, device=args.device)
     check_species(calculator, structure)
     where = f"Unix socket /tmp/ipi_{args.unix}" if args.unix else f"{args.host}:{args.port}"
@@ -292,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mace-acac", help="pretrained name, model file or URL")
     p.add_argument("--structure", default=None, help="structure file (default: a bundled AcAc geometry)")
     p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    p.add_argument(
+        "--charge", type=float, default=None, help="total charge in e (default: the file's info['charge'], else 0)"
+    )
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--temperature", type=float, default=300.0, help="K")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
@@ -333,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="structure file giving the species (the protocol sends only positions and cell)",
     )
     p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    p.add_argument(
+        "--charge", type=float, default=None, help="total charge in e (default: the file's info['charge'], else 0)"
+    )
     p.add_argument(
         "--pbc",
         choices=["file", "true", "false"],

@@ -75,6 +75,10 @@ def test_out_of_range_frame_and_self_overwriting_export_are_refused(tmp_path, ca
     assert main(["md", "--structure", str(one), "--frame", "5", "--steps", "1"]) == 2
     assert main(["driver", "--model", "mace-acac", "--structure", str(one), "--frame", "5", "--unix", "nowhere"]) == 2
     assert "one.xyz has 1 frame(s); --frame 5 is out of range" in caplog.text
+    # --charge reaches the calculator (a model without a Coulomb block says it cannot use it)
+    md = ["md", "--structure", str(one), "--charge", "1", "--steps", "2", "--trajectory", str(tmp_path / "t.extxyz")]
+    assert main([*md, "--plot", str(tmp_path / "md.png")]) == 0
+    assert "atoms.info['charge'] = 1.0, but this model has no Coulomb block" in caplog.text
     checkpoint = tmp_path / "last.ckpt"
     checkpoint.write_bytes(b"a training checkpoint")
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(checkpoint)]) == 2
