@@ -68,14 +68,19 @@ def read_frame(path: str, frame: int, charge: float | None = None):
 
     try:
         atoms = read(path, index=frame)
-        if charge is not None:
-            atoms.info[keys.CHARGE_INFO] = charge
-        return atoms
     except (StopIteration, IndexError) as exc:
-        count = len(read(path, index=":"))
+        try:
+            count = len(read(path, index=":"))
+        except Exception:  # the file itself is broken: ASE's own error says how
+            raise exc from None
+        if count == 0:
+            raise InputError(f"{path} holds no structures") from exc
         raise InputError(
             f"{path} has {count} frame(s); --frame {frame} is out of range (use 0 to {count - 1}, or -1 for the last)"
         ) from exc
+    if charge is not None:
+        atoms.info[keys.CHARGE_INFO] = charge
+    return atoms
 
 
 def refuse_same_file(output: str, source: str, what: str) -> None:

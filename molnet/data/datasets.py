@@ -95,6 +95,11 @@ def extract_targets(
                 f"{where}: no {name} under the key {key!r} (info keys: {sorted(atoms.info)}, "
                 f"array keys: {sorted(atoms.arrays)}); set {name}_key to the right name"
             )
+    if "stress" in require and not atoms.pbc.all():
+        raise DataError(
+            f"{where}: stress is required, but the structure is periodic in {int(atoms.pbc.sum())} of 3 directions "
+            f"(pbc {atoms.pbc.tolist()}); stress is fitted for bulk cells only: drop stress from require"
+        )
     # the copy keeps neither the raw values nor parsed ones it came with: a file may name its
     # targets with molnet's own REF_* keys (mace-torch's convention), read here as raw values
     for k in {energy_key, stress_key, dipole_key, keys.REF_ENERGY, keys.REF_STRESS, keys.REF_DIPOLE}:
@@ -140,34 +145,56 @@ def _is_ase_db(path: Path) -> bool:
         return False
 
 
-def _read_ase_db(path: Path, index: str, per_atom_keys: set[str]) -> list[Atoms]:
+def _read_ase_db(path: Path, index: str | int, per_atom_keys: set[str]) -> list[Atoms]:
     """The rows of an ASE database as :class:`ase.Atoms`, with what ``ase.io.read`` leaves behind.
 
     ``ase.io.read`` keeps only a row's atoms and its calculator's results. Here the row's key-value
-    pairs (``db.write(atoms, my_energy=…, config_type=…, charge=…)``) go to ``atoms.info``, and
-    its ``data`` entries to ``atoms.arrays`` when named in ``per_atom_keys`` (forces, charges),
-    else to ``atoms.info``. The calculator's results stay on ``atoms.calc``. The total charge
-    (``info["charge"]``) is the sum of the row's initial charges, which is what ASE's db keeps
-    under that name.
+    pairs (``db.write(atoms, my_energy=…, config_type=…)``) go to ``atoms.info``, and its
+    ``data`` entries to ``atoms.arrays`` when named in ``per_atom_keys`` (forces, charges), else
+    to ``atoms.info``. The calculator's results stay on ``atoms.calc``. The total charge
+    (``info["charge"]``) is the sum of the row's initial charges: ASE's db keeps that under the
+    name ``charge`` and overwrites a key-value pair of that name. ``index`` selects rows as for
+    ``ase.io.read``: a frame, a slice (``":100"``; only those rows are read), or a query
+    (``"config_type=md"``).
     """
     from ase.db import connect
     from ase.io.formats import string2index
 
-    rows = list(connect(str(path)).select())
-    selected = rows[string2index(index)]
-    frames = []
-    for row in selected if isinstance(selected, list) else [selected]:
-        atoms = row.toatoms()
-        atoms.info.update(row.key_value_pairs)
-        if "initial_charges" in row:  # ASE's db keeps a row's total charge as their sum
-            atoms.info[keys.CHARGE_INFO] = float(row.charge)
-        for key, value in row.data.items():
-            if key in per_atom_keys:
-                atoms.arrays[key] = np.asarray(value)
-            else:
-                atoms.info[key] = value
-        frames.append(atoms)
-    return frames
+    db = connect(str(path))
+    selection = string2index(index) if isinstance(index, str) else index
+    if isinstance(selection, str):  # not a frame or slice: an ASE db query
+        rows = db.select(selection)
+    else:
+        if isinstance(selection, int):
+            count = db.count()
+            if not -count <= selection < count:
+                raise DataError(f"{path}: frame {selection} is out of range (the database holds {count} rows)")
+            rows = list(db.select(offset=selection % count, limit=1))
+        elif selection.step in (None, 1) and (selection.start or 0) >= 0 and (selection.stop or 0) >= 0:
+            start = selection.start or 0
+            stop = selection.stop
+            rows = (
+                []
+                if stop is not None and stop <= start
+                else db.select(offset=start, limit=None if stop is None else stop - start)
+            )
+        else:
+            rows = list(db.select())[selection]
+    return [_row_atoms(row, per_atom_keys) for row in rows]  # rows are read one by one
+
+
+def _row_atoms(row, per_atom_keys: set[str]) -> Atoms:
+    """One ASE db row as :class:`ase.Atoms` (:func:`_read_ase_db`)."""
+    atoms = row.toatoms()
+    atoms.info.update(row.key_value_pairs)
+    if "initial_charges" in row:
+        atoms.info[keys.CHARGE_INFO] = float(row.charge)
+    for key, value in row.data.items():
+        if key in per_atom_keys:
+            atoms.arrays[key] = np.asarray(value)
+        else:
+            atoms.info[key] = value
+    return atoms
 
 
 def read_dataset(
@@ -209,6 +236,8 @@ def read_dataset(
             frames = _read_ase_db(path, index, {forces_key, charges_key})
         else:
             frames = ase.io.read(str(path), index=index)
+    except DataError:
+        raise
     except Exception as exc:  # ASE raises many types for broken files
         raise DataError(
             f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file truncated or of another format?"

@@ -21,6 +21,7 @@ Layout (``n`` structures, ``a`` atoms in all; units eV, Å, eV/Å, eV/Å³):
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -287,21 +288,23 @@ class OnDiskDataset(torch.utils.data.Dataset):
 
     def without(self, target: str) -> np.ndarray:
         """The structures of this (sub)set that lack ``target`` (``energy``, ``forces``, ``stress``,
-        ``dipole`` or ``charges``), as positions in the subset. Per-atom targets are scanned in
-        blocks of atoms, so memory stays small."""
+        ``dipole`` or ``charges``; a stress counts in cells periodic in all three directions only),
+        as positions in the subset. Per-atom targets are read in blocks
+        of 2²⁰ atoms, so that memory grows with the number of structures only."""
         f = self._handle()
         if target in ("energy", "stress", "dipole"):
-            values = f[target][:].reshape(self.info["n_configs"], -1)
-            lacking = ~np.isfinite(values).all(axis=1)
+            values = f[target][:]
+            lacking = ~np.isfinite(values).reshape(len(values), math.prod(values.shape[1:])).all(axis=1)
+            if target == "stress":  # fitted for bulk cells only (AtomicGraph.from_atoms)
+                lacking |= ~f["pbc"][:].all(axis=1)
         elif target in ("forces", "charges"):
-            column = f[target]
-            lacking_atoms = np.zeros(len(column), dtype=bool)
-            block = 2**20
+            column, block = f[target], 2**20
+            lacking = np.zeros(self.info["n_configs"], dtype=bool)
             for start in range(0, len(column), block):
-                values = column[start : start + block].reshape(min(block, len(column) - start), -1)
-                lacking_atoms[start : start + block] = ~np.isfinite(values).all(axis=1)
-            running = np.concatenate([[0], np.cumsum(lacking_atoms)])  # atoms lacking it before each offset
-            lacking = running[self.offsets[1:]] > running[self.offsets[:-1]]
+                values = column[start : start + block]
+                finite = np.isfinite(values).reshape(len(values), math.prod(values.shape[1:])).all(axis=1)
+                bad = start + np.flatnonzero(~finite)
+                lacking[np.searchsorted(self.offsets, bad, side="right") - 1] = True
         else:
             raise ValueError(f"unknown target {target!r}")
         return np.flatnonzero(lacking[self.indices])

@@ -47,14 +47,25 @@ def check_field_types(config: Any) -> None:
 
     A YAML or command-line value of the wrong type would otherwise build another model than
     asked (the string ``'False'`` is truthy) or fail deep inside e3nn. Integers pass as floats;
-    booleans pass only as booleans.
+    booleans pass only as booleans. NumPy scalars become Python numbers, so that the
+    configuration saves as JSON with the model.
     """
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        value, hint = getattr(config, field.name), hints[field.name]
+        value, hint = _plain(getattr(config, field.name)), hints[field.name]
+        setattr(config, field.name, value)
         if not _has_type(value, hint):
             advice = " (write booleans as true/false, numbers without quotes)" if isinstance(value, str) else ""
             raise ConfigError(f"{field.name} must be {_describe(hint)}, got {value!r} ({type(value).__name__}){advice}")
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (also inside lists) as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -66,11 +77,11 @@ def _has_type(value: Any, hint: Any) -> bool:
     if hint is type(None):
         return value is None
     if hint is bool:
-        return isinstance(value, (bool, np.bool_))
+        return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if origin in (list, tuple):
         return isinstance(value, (list, tuple)) and all(_has_type(v, args[0]) for v in value) if args else True
     if origin is dict:

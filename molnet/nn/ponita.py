@@ -94,8 +94,8 @@ class PONITAConfig(GraphConfig):
             "widening_factor": self.widening_factor,
             "num_bessel": self.num_bessel,
         }
-        for name, value in positive.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        for name, value in positive.items():  # (their types are checked by GraphConfig)
+            if value < 1:
                 raise ConfigError(f"PONITA: {name} must be a positive integer, got {value!r}")
         if self.num_ori < 2:
             raise ConfigError(f"PONITA: num_ori must be >= 2 orientations, got {self.num_ori}")

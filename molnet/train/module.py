@@ -20,18 +20,23 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = {"name": "mace", "num_channels": 32, "max_L": 1, "correlation": 3, "num_interactions": 2}
 
 
+#: Python's spellings of JSON's literals, as users also write them on the command line
+PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
+
+
 def typed_model_config(model: dict) -> dict:
     """The model section with command-line strings turned into the values they spell.
 
     ``--model.num_channels 8`` reaches the free-form model dict as the string ``'8'``;
-    every string value that parses as JSON (numbers, booleans, null, lists, mappings) is
-    replaced by the parsed value, other strings (``mace``, element symbols) stay strings.
+    every string value that parses as JSON (numbers, booleans, null, lists, mappings; also
+    Python's ``True``, ``False``, ``None``) is replaced by the parsed value, other strings
+    (``mace``, element symbols) stay strings.
     """
     typed = {}
     for key, value in model.items():
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = json.loads(PYTHON_LITERALS.get(value, value))
             except json.JSONDecodeError:
                 pass
         typed[key] = value
@@ -183,12 +188,26 @@ class PotentialModule(pl.LightningModule):
             )
 
     def _refuse_other_architecture(self, stored: dict) -> None:
-        """With ``init_from``, the model file fixes the architecture: a ``model`` section (other
-        than the default) whose values differ from the file's is refused, not silently dropped."""
+        """With ``init_from``, the model file fixes the architecture: values of the ``model``
+        section that differ from the file's are refused, not silently dropped.
+
+        Values equal to :data:`DEFAULT_MODEL`'s are not compared: a section without ``name``
+        (and every ``--model.X`` override) is merged into the default model, so they may not have
+        been written. Options that the data determine (E0s, scale, shift) cannot be given at all:
+        a fine-tuned model keeps the file's."""
+
+        def same(key: str, value) -> bool:
+            if key == "elements":
+                return sorted(value) == sorted(stored.get(key, []))
+            normal = json.loads(json.dumps(value))  # tuples as lists, as the file stores them
+            return key in stored and normal == stored[key]
+
         requested = typed_model_config(self.hparams.model)
-        if requested == DEFAULT_MODEL:
-            return
-        differing = [key for key, value in requested.items() if stored.get(key) != value]
+        differing = [
+            key
+            for key, value in requested.items()
+            if key in DATA_DERIVED_OPTIONS or (DEFAULT_MODEL.get(key, object()) != value and not same(key, value))
+        ]
         if differing:
             listed = ", ".join(
                 f"{key}: {requested[key]!r} (the file: {stored.get(key, 'not set')!r})" for key in differing

@@ -79,7 +79,10 @@ def _option(name: str) -> str:
 
 def to_user_names(text: str) -> str:
     """Option names of LightningCLI's layout in ``text`` (an error message) → the user layout:
-    ``model.model.X`` → ``model.X``, ``model.X`` → ``training.X`` (:func:`_option` in reverse)."""
+    ``model.model.X`` → ``model.X``, ``model.X`` → ``training.X`` (:func:`_option` in reverse).
+
+    Only options (``--model.lr``) and quoted keys (``"model.lr"``, an argument of the training
+    loop) are renamed; values such as a file ``runs/model.ckpt`` stay as written."""
 
     def user(match: re.Match) -> str:
         architecture, key = match.group(1), match.group(2)
@@ -87,7 +90,11 @@ def to_user_names(text: str) -> str:
             return f"model.{key}"
         return "model" if key == "model" else f"training.{key}"
 
-    return re.sub(r"\bmodel\.(model\.)?(\w+)", user, text)
+    def quoted(match: re.Match) -> str:
+        return user(match) if match.group(1) or match.group(2) in TRAINING_KEYS else match.group(0)
+
+    text = re.sub(r"(?<=--)model\.(model\.)?(\w+)", user, text)
+    return re.sub(r"(?<=[\"'])model\.(model\.)?(\w+)(?=[\"'])", quoted, text)
 
 
 def to_lightning_args(argv: list[str]) -> list[str]:

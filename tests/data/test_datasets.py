@@ -69,6 +69,13 @@ def test_ase_db_key_value_pairs_and_data_are_read(tmp_path):
     np.testing.assert_array_equal(a.info["REF_dipole"], [0.1, 0.2, 0.3])
     (only,) = read_dataset(tmp_path / "d.db", energy_key="my_E", index="1")
     assert len(only) == 1 and only.info["REF_energy"] == -2.0
+    # rows are selected as ase.io.read selects them: frames, slices and queries
+    for index, energies in (("-1", [-2.0]), (0, [-14.2]), (":1", [-14.2]), ("config_type=md", [-14.2])):
+        assert [
+            a.info["REF_energy"] for a in read_dataset(tmp_path / "d.db", energy_key="my_E", index=index)
+        ] == energies
+    with pytest.raises(DataError, match=r"d.db: frame 5 is out of range \(the database holds 2 rows\)"):
+        read_dataset(tmp_path / "d.db", energy_key="my_E", index="5")
 
 
 def test_missing_energy_names_file_and_frame(tmp_path):

@@ -31,6 +31,13 @@ def test_stress_is_a_target_of_fully_periodic_cells_only():
         g = AtomicGraph.from_atoms(atoms, r_max=3.0, dtype=torch.float64)
         weights[tuple(pbc)] = (g.stress_weight.item(), g.stress.abs().sum().item())
     assert weights == {(True, True, True): (1.0, pytest.approx(0.6)), (True, True, False): (0.0, 0.0)}
+    # so requiring stress of a slab is refused
+    from molnet.data import extract_targets
+    from molnet.errors import DataError
+
+    atoms.info["stress"] = stress
+    with pytest.raises(DataError, match=r"slab: stress is required, but the structure is periodic in 2 of 3"):
+        extract_targets(atoms, require=("stress",), where="slab")
 
 
 def test_edge_vectors_follow_convention():

@@ -119,6 +119,9 @@ def test_required_targets_and_the_valid_fraction_are_checked_on_a_data_set(files
     for fraction in (0.0, 1.5):
         with pytest.raises(DataError, match="valid_fraction must lie in"):
             AtomicDataModule(train_file=str(path), require=["energy"], valid_fraction=fraction).setup()
+    only_isolated = preprocess([str(IONPAIR / "isolated_atoms.xyz")], tmp_path / "iso.h5", r_max=4.0, progress=False)
+    with pytest.raises(DataError, match=r"cannot split 0 configuration\(s\)"):
+        AtomicDataModule(train_file=str(only_isolated)).setup()
     data = AtomicDataModule(train_file=str(path), require=["energy"], valid_fraction=0.3)
     data.setup()
     data.configure(4.0, torch.float64)

@@ -63,6 +63,18 @@ def test_bad_configs(config, message):
         build_model(config)
 
 
+def test_numpy_numbers_in_a_config_become_python_numbers(tmp_path):
+    """A configuration computed with NumPy builds, and saves as JSON, like one written by hand."""
+    import numpy as np
+
+    from molnet.models import save_model
+
+    config = {"name": "ponita", "elements": ["H"], "hidden_dim": np.int64(8), "num_layers": np.int64(1)}
+    model = build_model({**config, "r_max": np.float32(3.5), "num_ori": np.int64(4), "basis_dim": np.int64(8)})
+    assert type(model.config["hidden_dim"]) is int and type(model.config["r_max"]) is float
+    save_model(model, tmp_path / "m.safetensors")
+
+
 def test_float32_and_float64_agree():
     torch.manual_seed(0)
     model = _model()

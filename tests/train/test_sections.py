@@ -10,7 +10,7 @@ import yaml
 
 from molnet.errors import ConfigError
 from molnet.train.module import DEFAULT_MODEL
-from molnet.train.sections import to_lightning_args, to_lightning_config, to_user_config
+from molnet.train.sections import to_lightning_args, to_lightning_config, to_user_config, to_user_names
 
 TINY = {"name": "mpnn", "num_channels": 8, "num_interactions": 2, "radial_MLP": [8], "r_max": 4.0}
 
@@ -75,6 +75,11 @@ def test_option_errors_name_the_options_as_the_user_wrote_them(tmp_path, capsys)
         main(["--config", str(config), "--run_dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert '"training.lr"' in err and '"model.lr"' not in err
+    # values are left as written, however they are spelled
+    message = 'unrecognized arguments: --model.lrr runs/model.ckpt; key "model.model.r_max"; got "model.safetensors"'
+    assert to_user_names(message) == (
+        'unrecognized arguments: --training.lrr runs/model.ckpt; key "model.r_max"; got "model.safetensors"'
+    )
 
 
 def test_a_run_in_the_user_layout_writes_its_config_in_that_layout_and_resumes_from_it(tmp_path):
