@@ -49,8 +49,8 @@ class MolNetCalculator(Calculator):
         ``cuequivariance-ops-torch-cu12`` for its CUDA kernels). Same numbers. Off by default.
     atoms_per_chunk
         How a ``mace`` model splits its atoms (:meth:`Potential.set_chunking`). ``"auto"`` (the
-        default): chunks of up to 48 atoms of similar neighbor count, checkpointed (a fraction of
-        the memory) when a call's temporaries would exceed 1 GiB; an int: checkpointed chunks of
+        default): chunks of up to 48 atoms of similar neighbor count, those of the largest layers
+        checkpointed (a fraction of the memory) when a call's temporaries would exceed 1 GiB; an int: checkpointed chunks of
         that many atoms; ``None``: one neighbor table. Same numbers (`benchmarks/README.md`). The
         ``compile`` and ``cueq`` paths use one table.
 

@@ -85,8 +85,9 @@ class Potential(nn.Module):
         """How the message passing splits the atoms of a call (``mace`` family).
 
         ``"auto"`` (the default of every MACE): chunks of 48 atoms or fewer of similar neighbor
-        count; when a call's temporaries would exceed 1 GiB (4 GiB in train mode) the chunks are
-        also checkpointed (:meth:`molnet.nn.mace.MACE.set_chunking`). An int: checkpointed chunks
+        count; when a call's temporaries would exceed 1 GiB (4 GiB in train mode) the chunks of
+        the layers with the largest temporaries are also checkpointed, as few layers as fit the
+        budget (:meth:`molnet.nn.mace.MACE.set_chunking`). An int: checkpointed chunks
         of that many atoms. ``None``: one neighbor table for all atoms.
 
         Checkpointed, the per-neighbor tensors of each message-passing layer exist for one chunk

@@ -83,14 +83,12 @@ class ReceiverChunks:
         receiver: ``[E]`` position in ``nodes`` of each edge's receiver, in that order
         edge_counts: edges per chunk
         size: atoms per chunk
-        checkpointed: whether each chunk runs under activation checkpointing (backward recomputes
-            it, so that only a chunk's output is kept)
         tables: each chunk's :class:`NeighborTable`, receivers numbered from the chunk's first
             atom and edges from the chunk's first edge (shared by every layer)
         pairs: each edge grouped with its reverse, ``(first [G], group [E])`` in the order of
             ``edges`` (:func:`~molnet.nn.inputs.reverse_edge_groups`), so that functions of the
-            edge length (the radial MLP) can run once per pair; None when checkpointed (each chunk
-            then evaluates its own edges) or when built without lattice translations
+            edge length (the radial MLP) can run once per pair; None when built without lattice
+            translations (each chunk then evaluates its own edges)
         pair_slots: with ``pairs``, the pair (row of ``first``) of every slot of every chunk's
             table, the tables flattened one after the other, ``G`` for an empty slot
     """
@@ -102,7 +100,6 @@ class ReceiverChunks:
     receiver: torch.Tensor
     edge_counts: list[int]
     size: int
-    checkpointed: bool
     tables: list[NeighborTable]
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None
     pair_slots: torch.Tensor | None = None
@@ -114,12 +111,11 @@ class ReceiverChunks:
         receiver: torch.Tensor,
         counts: torch.Tensor,
         size: int,
-        checkpointed: bool,
         unit_shifts: torch.Tensor | None = None,
     ) -> "ReceiverChunks":
         """Chunks of the edges ``(sender [E], receiver [E])``, whose neighbor count per atom is
-        ``counts [n_nodes]``; with ``unit_shifts [E, 3]`` (lattice translations) and not
-        ``checkpointed``, each edge is also paired with its reverse (``pairs``)."""
+        ``counts [n_nodes]``; with ``unit_shifts [E, 3]`` (lattice translations), each edge is
+        also paired with its reverse (``pairs``)."""
         num_nodes = len(counts)
         nodes = torch.argsort(counts, stable=True)
         rank = inverse_permutation(nodes)
@@ -135,7 +131,7 @@ class ReceiverChunks:
             )
         ]
         pairs = pair_slots = None
-        if unit_shifts is not None and not checkpointed:
+        if unit_shifts is not None:
             pairs = reverse_edge_groups(chunk_sender, receiver[edges], unit_shifts[edges])  # atoms, not positions
             first, group = pairs
             empty = group.new_full((1,), len(first))
@@ -153,7 +149,6 @@ class ReceiverChunks:
             receiver=chunk_receiver,
             edge_counts=edge_counts,
             size=size,
-            checkpointed=checkpointed,
             tables=tables,
             pairs=pairs,
             pair_slots=pair_slots,

@@ -40,8 +40,8 @@ from molnet.nn.symmetric_contraction import BASES, SymmetricContraction
 #: small working sets are reused by the allocator and stay in cache.
 CHUNK_ATOMS = 48
 CHUNK_BYTES = 64 * 2**20
-#: ``set_chunking("auto")`` also checkpoints the chunks (keeping only their outputs) when a call's
-#: estimated temporaries exceed this many bytes …
+#: ``set_chunking("auto")`` also checkpoints the chunks (keeping only their outputs) of as many
+#: layers, largest first, as bring a call's estimated temporaries to this many bytes …
 AUTO_CHUNK_ABOVE = 2**30
 #: … or, in train mode (where the double backward recomputes every checkpointed chunk), this many.
 AUTO_CHUNK_ABOVE_TRAINING = 2**32
@@ -207,15 +207,17 @@ class MACEInteraction(nn.Module):
         receiver,
         chunks: ReceiverChunks | None,
         inference: bool = False,
+        checkpointed: bool = False,
     ):
         """``inference``: only first derivatives with respect to the inputs will be taken (no
-        parameter gradients, no double backward), as with :class:`GraphInputs` ``constant_weights``."""
+        parameter gradients, no double backward), as with :class:`GraphInputs` ``constant_weights``.
+        ``checkpointed``: the chunks keep only their outputs (:meth:`chunked_convolution`)."""
         skip = self.skip.by_element(node_feats, groups) if self.skip is not None else None
         h = self.linear_up(node_feats)
         if chunks is None:
             mixed = self.linear(self.cueq_convolution(h, edge_sh, self.conv_weights(radial), sender, receiver))
         else:  # [n_nodes, target.dim]
-            mixed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks, inference)
+            mixed = self.chunked_convolution(h, edge_sh, radial, sender, receiver, chunks, inference, checkpointed)
         if self.density_fn is None:
             a = mixed / self.avg_num_neighbors  # [n_nodes, target.dim]
         else:
@@ -227,7 +229,15 @@ class MACEInteraction(nn.Module):
         return to_channels(a, self._target_blocks), skip
 
     def chunked_convolution(
-        self, h, edge_sh, radial, sender, receiver, chunks: ReceiverChunks, inference: bool = False
+        self,
+        h,
+        edge_sh,
+        radial,
+        sender,
+        receiver,
+        chunks: ReceiverChunks,
+        inference: bool = False,
+        checkpointed: bool = False,
     ) -> torch.Tensor:
         """The summed convolution mixed by ``linear``, ``[n_nodes, target.dim]``, one chunk of
         receiving atoms at a time (``linear`` acts atom by atom, so each chunk's sum is mixed
@@ -235,7 +245,7 @@ class MACEInteraction(nn.Module):
 
         The edge tensors are in the order of ``chunks.edges``, so each chunk's are views, and the
         node features are laid out once for all chunks (:meth:`NeighborConvolution.layout`). With
-        ``chunks.checkpointed`` only each chunk's output is kept and backward recomputes the chunk,
+        ``checkpointed`` only each chunk's output is kept and backward recomputes the chunk,
         so the largest tensors of a call, ``[atoms, neighbors, channels]`` per path, exist for one
         chunk at a time: with ``inference`` through :class:`_RecomputedChunks`, whose backward
         adds every chunk's gradient into one buffer per layer, otherwise (training, which takes
@@ -247,10 +257,11 @@ class MACEInteraction(nn.Module):
         if not chunks.edge_counts:  # no atoms
             return h.new_zeros(0, self.linear.irreps_out.dim)
         layout = self.convolution.layout(h)
-        if chunks.checkpointed and inference:
+        if checkpointed and inference:
             return _RecomputedChunks.apply(self, chunks, edge_sh, radial, *layout)[chunks.rank]
         parts = []
-        if chunks.pairs is not None and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
+        paired = chunks.pairs is not None and not checkpointed
+        if paired and self.pairs_pay(len(chunks.pairs[0]), radial.element_size()):
             weights = self.conv_weights(radial[chunks.pairs[0]])  # [G, weight_numel], one row per edge pair
             weights = torch.cat([weights, weights.new_zeros(1, weights.shape[1])])  # last row: empty slots
             # one gather for all chunks: its backward is one sum into [G + 1, weight_numel], where a
@@ -263,7 +274,7 @@ class MACEInteraction(nn.Module):
                 parts.append(self.linear(summed))
             return torch.cat(parts)[chunks.rank]
         for table, sh_k, radial_k in _chunk_pieces(chunks, edge_sh, radial):
-            if chunks.checkpointed:
+            if checkpointed:
                 parts.append(checkpoint(self._rows_convolution, table, sh_k, radial_k, *layout, use_reentrant=False))
             else:
                 parts.append(self._rows_convolution(table, sh_k, radial_k, *layout))
@@ -348,10 +359,13 @@ class MessagePlan:
             the convolution
         groups: the atoms grouped by element (:class:`~molnet.nn.linear.ElementGroups`) for the
             element-dependent self-connections and the symmetric contraction
+        checkpointed: per layer, whether its chunks keep only their outputs (backward recomputes
+            them)
     """
 
     chunks: ReceiverChunks | None
     groups: ElementGroups
+    checkpointed: tuple[bool, ...]
 
 
 class MACE(nn.Module):
@@ -441,8 +455,9 @@ class MACE(nn.Module):
         ``"auto"`` (the default): chunks of atoms of similar neighbor count, at most
         :data:`CHUNK_ATOMS` atoms and :data:`CHUNK_BYTES` of estimated temporaries
         (:meth:`temporary_bytes_per_atom`) each; when the whole call's temporaries exceed
-        :data:`AUTO_CHUNK_ABOVE` (in train mode :data:`AUTO_CHUNK_ABOVE_TRAINING`) the chunks are
-        also checkpointed, so that only their outputs are kept and backward recomputes them.
+        :data:`AUTO_CHUNK_ABOVE` (in train mode :data:`AUTO_CHUNK_ABOVE_TRAINING`) the chunks of
+        the layers with the largest temporaries are also checkpointed, as few layers as bring the
+        estimate to that size, so that only their outputs are kept and backward recomputes them.
         An int: checkpointed chunks of that many atoms. ``None``: all atoms in one table, as
         torch.compile and cuequivariance evaluate. Same numbers to rounding; checkpointed chunks
         need a fraction of the memory and make a training step slower (see
@@ -469,21 +484,34 @@ class MACE(nn.Module):
             for interaction, product in zip(self.interactions, self.products)
         ]
 
-    def _chunking(self, num_nodes: int, max_neighbors: int, itemsize: int) -> tuple[int, bool]:
-        """Atoms per chunk for this call, and whether the chunks are checkpointed."""
+    def _chunking(self, num_nodes: int, max_neighbors: int, itemsize: int) -> tuple[int, tuple[bool, ...]]:
+        """Atoms per chunk for this call, and per layer whether its chunks are checkpointed.
+
+        ``"auto"`` checkpoints the layers with the largest temporaries first, as few as bring the
+        call's estimate to the threshold: recomputation costs time, so a layer whose temporaries
+        fit is evaluated plainly."""
+        layers = len(self.interactions)
         if self.atoms_per_chunk is None:
-            return max(num_nodes, 1), False
+            return max(num_nodes, 1), (False,) * layers
         if self.atoms_per_chunk != "auto":
-            return self.atoms_per_chunk, True
+            return self.atoms_per_chunk, (True,) * layers
         per_atom = self.temporary_bytes_per_atom(max_neighbors, itemsize)
         size = max(1, min(CHUNK_ATOMS, CHUNK_BYTES // max(per_atom)))
-        return size, num_nodes * sum(per_atom) > (AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE)
+        budget = AUTO_CHUNK_ABOVE_TRAINING if self.training else AUTO_CHUNK_ABOVE
+        checkpointed, kept = [False] * layers, num_nodes * sum(per_atom)
+        for t in sorted(range(layers), key=lambda t: -per_atom[t]):
+            if kept <= budget:
+                break
+            checkpointed[t], kept = True, kept - num_nodes * per_atom[t]
+        return size, tuple(checkpointed)
 
-    def _product(self, product: SymmetricContraction, a, species, plan: MessagePlan, constant_weights: bool):
+    def _product(
+        self, product: SymmetricContraction, a, species, plan: MessagePlan, constant_weights: bool, checkpointed: bool
+    ):
         """The symmetric contraction ``[n_nodes, hidden.dim]``, under checkpointing chunk by chunk
-        (of atoms in atom order) when ``plan.chunks`` are checkpointed, else all atoms at once."""
+        (of atoms in atom order) when ``checkpointed``, else all atoms at once."""
         chunks = plan.chunks
-        if chunks is None or not chunks.checkpointed or chunks.size >= len(a):
+        if chunks is None or not checkpointed or chunks.size >= len(a):
             return product(a, species, constant_weights, plan.groups)
         size = chunks.size  # split, not slices: the backward of a split is one cat, not a zero fill per chunk
         return torch.cat(
@@ -504,21 +532,22 @@ class MACE(nn.Module):
     def plan(self, inputs: GraphInputs) -> MessagePlan:
         """The call's :class:`MessagePlan`, from the graph's integers (``torch.compile`` runs it
         eagerly and traces the rest of the call as one graph)."""
-        chunks = None
+        chunks, checkpointed = None, (False,) * len(self.interactions)
         if not self.cueq_enabled:  # (cuequivariance gathers, scatters and indexes elements itself)
             n_nodes, itemsize = len(inputs.species), inputs.positions.element_size()
             counts = torch.bincount(inputs.receiver, minlength=n_nodes)
             width = int(counts.max()) if len(inputs.receiver) else 0
             size, checkpointed = self._chunking(n_nodes, width, itemsize)
-            paired = (
-                n_nodes > 0
-                and not checkpointed
-                and any(interaction.pairs_pay(len(inputs.receiver) // 2, itemsize) for interaction in self.interactions)
+            paired = n_nodes > 0 and any(
+                not layer_checkpointed and interaction.pairs_pay(len(inputs.receiver) // 2, itemsize)
+                for layer_checkpointed, interaction in zip(checkpointed, self.interactions)
             )
             chunks = ReceiverChunks.build(
-                inputs.sender, inputs.receiver, counts, size, checkpointed, inputs.unit_shifts if paired else None
+                inputs.sender, inputs.receiver, counts, size, inputs.unit_shifts if paired else None
             )
-        return MessagePlan(chunks=chunks, groups=ElementGroups.build(inputs.species, self.num_elements))
+        return MessagePlan(
+            chunks=chunks, groups=ElementGroups.build(inputs.species, self.num_elements), checkpointed=checkpointed
+        )
 
     def _run(self, inputs: GraphInputs, plan: MessagePlan) -> tuple[torch.Tensor, list[torch.Tensor]]:
         vectors, lengths = inputs.edge_vectors()
@@ -547,9 +576,9 @@ class MACE(nn.Module):
         ):
             update = self.long_range[t](h[:, :c], inputs) if self.long_range is not None else None  # [n_nodes, C]
             a, skip = interaction(
-                h, groups, edge_sh, radial, sender, receiver, chunks, inputs.constant_weights
+                h, groups, edge_sh, radial, sender, receiver, chunks, inputs.constant_weights, plan.checkpointed[t]
             )  # a: [n_nodes, C, D]
-            h = linear(self._product(product, a, inputs.species, plan, inputs.constant_weights))
+            h = linear(self._product(product, a, inputs.species, plan, inputs.constant_weights, plan.checkpointed[t]))
             if skip is not None:
                 h = h + skip
             if update is not None:  # invariant update on the 0e channels only: equivariance is exact

@@ -79,7 +79,7 @@ def test_chunked_training_gradients_equal_the_whole_evaluation(checkpointed, mon
         monkeypatch.setattr(mace, "CHUNK_ATOMS", 3)
         model.set_chunking("auto")
         model.train()
-        assert model.body._chunking(batch.num_nodes, 40, 8) == (3, False)
+        assert model.body._chunking(batch.num_nodes, 40, 8) == (3, (False, False))
     chunked = gradients(model)
     assert len(whole) == len(chunked)
     for a, b in zip(chunked, whole):
@@ -105,23 +105,28 @@ def test_auto_chunks_by_bytes_checkpoints_only_large_calls_and_gives_the_same_re
 
     structures = _structures()[2:]
     model = _model().set_chunking(None)
-    assert model.body._chunking(10, 40, 8) == (10, False)  # one table
+    assert model.body._chunking(10, 40, 8) == (10, (False, False))  # one table
     whole = evaluate(model, structures, stress=True)
     model.set_chunking("auto")
     per_atom = model.body.temporary_bytes_per_atom(max_neighbors=40, itemsize=8)
-    assert model.body._chunking(10, 40, 8) == (mace.CHUNK_ATOMS, False)  # small: plain chunks
+    assert per_atom[1] > per_atom[0]  # the second layer's L=2 inputs have more paths
+    assert model.body._chunking(10, 40, 8) == (mace.CHUNK_ATOMS, (False, False))  # small: plain chunks
     monkeypatch.setattr(mace, "CHUNK_BYTES", 3 * max(per_atom))  # fewer than CHUNK_ATOMS
-    assert model.body._chunking(10, 40, 8) == (3, False)
+    assert model.body._chunking(10, 40, 8) == (3, (False, False))
     plain = evaluate(model, structures, stress=True)
+    # the largest layer alone is checkpointed while that brings the estimate under the budget
+    monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 10 * per_atom[0])
+    assert model.body._chunking(10, 40, 8) == (3, (False, True))
+    one_layer = evaluate(model, structures, stress=True)
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE", 0)
-    assert model.body._chunking(10, 40, 8) == (3, True)
+    assert model.body._chunking(10, 40, 8) == (3, (True, True))
     model.train()  # a training step recomputes checkpointed chunks: only above its own threshold
-    assert model.body._chunking(10, 40, 8) == (3, False)
+    assert model.body._chunking(10, 40, 8) == (3, (False, False))
     monkeypatch.setattr(mace, "AUTO_CHUNK_ABOVE_TRAINING", 0)
-    assert model.body._chunking(10, 40, 8) == (3, True)
+    assert model.body._chunking(10, 40, 8) == (3, (True, True))
     model.eval()
     checkpointed = evaluate(model, structures, stress=True)
-    for chunked in (plain, checkpointed):
+    for chunked in (plain, one_layer, checkpointed):
         for key in ("energy", "forces", "stress"):
             torch.testing.assert_close(chunked[key], whole[key], atol=1e-11, rtol=1e-12)
 

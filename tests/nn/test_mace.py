@@ -173,7 +173,7 @@ def test_lone_atoms_in_a_batch_leave_the_molecule_unchanged():
 
     batch = Batch.from_data_list(graphs)
     sender, receiver = batch.edge_index
-    chunks = ReceiverChunks.build(sender, receiver, torch.bincount(receiver, minlength=65), 16, False)
+    chunks = ReceiverChunks.build(sender, receiver, torch.bincount(receiver, minlength=65), 16)
     assert chunks.edge_counts[:3] == [0, 0, 0] and sum(chunks.edge_counts) == len(receiver)
     alone, mixed = evaluate(model, [molecule]), evaluate(model, [molecule, *lone])
     torch.testing.assert_close(mixed["energy"][0], alone["energy"][0], atol=1e-10, rtol=0)
