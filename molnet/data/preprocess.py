@@ -123,5 +123,11 @@ def preprocess(
 def _write(
     writer: DatasetWriter, isolated: dict[int, float], structures: list, n_edges: list[int], source: dict
 ) -> None:
+    earlier = next((s for s in writer.sources if s["sha256"] == source["sha256"]), None)
+    if earlier is not None:  # the same structures twice could land in both training and validation
+        raise DataError(
+            f"{source['path']} has the same content (sha256 {source['sha256'][:12]}…) as {earlier['path']}, "
+            f"already in {writer.path}; leave it out"
+        )
     writer.add_isolated(isolated)
     writer.add(structures, n_edges, source)

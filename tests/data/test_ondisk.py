@@ -76,6 +76,12 @@ def test_valid_fraction_of_a_data_set_and_appending(files, tmp_path):
     assert graph.edge_index.shape[1] == train.n_edges(0)
     with pytest.raises(DataError, match="append with the same --r_max"):
         preprocess([str(files / "part_b.xyz")], path, r_max=5.0, append=True, progress=False)
+    # a file already in the set, under its own or another name, is refused and the set kept
+    copy = tmp_path / "copy_of_b.xyz"
+    copy.write_bytes((files / "part_b.xyz").read_bytes())
+    with pytest.raises(DataError, match=r"copy_of_b.xyz has the same content .* as .*part_b.xyz, already in"):
+        preprocess([str(copy)], path, r_max=4.0, append=True, progress=False)
+    assert read_info(path)["n_configs"] == 30
 
 
 def test_broken_unfinished_and_mismatched_data_sets_fail_naming_the_file(files, tmp_path):
