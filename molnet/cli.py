@@ -274,6 +274,14 @@ def _add_data_options(p: argparse.ArgumentParser, targets: tuple[str, ...], unit
     )
 
 
+def _add_frame_options(p: argparse.ArgumentParser) -> None:
+    """``--frame`` and ``--charge``: which structure of the file, with which total charge (:func:`read_frame`)."""
+    p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
+    p.add_argument(
+        "--charge", type=float, default=None, help="total charge in e (default: the file's info['charge'], else 0)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molnet", description="Equivariant interatomic potentials: train, evaluate, simulate."
@@ -301,10 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("md", help="molecular dynamics with the ASE calculator (default: NVT of AcAc with mace-acac)")
     p.add_argument("--model", default="mace-acac", help="pretrained name, model file or URL")
     p.add_argument("--structure", default=None, help="structure file (default: a bundled AcAc geometry)")
-    p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
-    p.add_argument(
-        "--charge", type=float, default=None, help="total charge in e (default: the file's info['charge'], else 0)"
-    )
+    _add_frame_options(p)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--temperature", type=float, default=300.0, help="K")
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
@@ -345,10 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="structure file giving the species (the protocol sends only positions and cell)",
     )
-    p.add_argument("--frame", type=int, default=0, help="frame of the structure file")
-    p.add_argument(
-        "--charge", type=float, default=None, help="total charge in e (default: the file's info['charge'], else 0)"
-    )
+    _add_frame_options(p)
     p.add_argument(
         "--pbc",
         choices=["file", "true", "false"],
