@@ -93,14 +93,43 @@ def refuse_same_file(output: str, source: str, what: str) -> None:
         raise InputError(f"the output {output} is {what} itself; write to another file")
 
 
+def restart_source(args: argparse.Namespace) -> str:
+    """The trajectory that ``molnet md --restart`` continues (InputError when the options do not
+    name one run to continue)."""
+    from pathlib import Path
+
+    from molnet.errors import InputError
+
+    if args.structure is not None or args.overwrite:
+        raise InputError(
+            "--restart continues the run in --trajectory from its last frame; "
+            "drop --structure and --overwrite (or drop --restart to start a new run)"
+        )
+    if not args.trajectory or not Path(args.trajectory).exists():
+        raise InputError(
+            f"--restart: there is no trajectory {args.trajectory!r} to continue; name it with --trajectory"
+        )
+    return args.trajectory
+
+
 def cmd_md(args: argparse.Namespace) -> int:
     from molnet.analysis.plots import md_trace
     from molnet.calculators import MolNetCalculator
     from molnet.data import bundled_path
+    from molnet.errors import InputError
     from molnet.workflows.md import run_md
 
-    structure = args.structure or str(bundled_path("acac", "test"))
-    atoms = read_frame(structure, args.frame, args.charge)
+    if args.restart:
+        structure = restart_source(args)
+        atoms = read_frame(structure, -1, args.charge)
+        if not atoms.has("momenta"):
+            raise InputError(
+                f"the last frame of {structure} has no velocities (momenta) to continue from; "
+                "start a new run from it with --structure instead"
+            )
+    else:
+        structure = args.structure or str(bundled_path("acac", "test"))
+        atoms = read_frame(structure, args.frame, args.charge)
     atoms.calc = MolNetCalculator(
         model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device
     )
@@ -120,11 +149,13 @@ def cmd_md(args: argparse.Namespace) -> int:
         temperature_K=args.temperature,
         timestep_fs=args.timestep,
         ensemble=args.ensemble,
-        trajectory=args.trajectory,
+        trajectory=args.trajectory or None,
         log_interval=args.log_interval,
         seed=args.seed,
         pressure_bar=args.pressure,
         max_bond_distance=args.max_bond_distance if args.max_bond_distance > 0 else None,
+        thermalize=not args.restart,
+        existing="append" if args.restart else "overwrite" if args.overwrite else "refuse",
     )
     for t, etot, temp, vol in zip(md_log.time_fs, md_log.total_energy, md_log.temperature, md_log.volume):
         log.debug("t=%8.1f fs  E_tot=%.6f eV  T=%.1f K  V=%.2f Å³", t, etot, temp, vol)
@@ -315,7 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep", type=float, default=0.5, help="fs")
     p.add_argument("--ensemble", default="nvt", choices=["nve", "nvt", "npt"])
     p.add_argument("--pressure", type=float, default=1.0, help="bar (NPT)")
-    p.add_argument("--trajectory", default="md.extxyz", help="extxyz output")
+    p.add_argument(
+        "--trajectory", default="md.extxyz", help="extxyz output (frames with velocities and info['md_time_fs'])"
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="continue the run in --trajectory from its last frame (positions, cell, velocities, time) and "
+        "append to it, instead of starting from --structure with Maxwell-Boltzmann velocities",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --trajectory if it exists (default: refuse)")
     p.add_argument("--log-interval", type=int, default=10)
     p.add_argument("--plot", default="md.png", help="PNG of total energy and temperature against time")
     p.add_argument("--seed", type=int, default=0)

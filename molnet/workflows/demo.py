@@ -68,8 +68,14 @@ def run_demo(output: str | Path = "demo_out", epochs: int = 30, md_steps: int = 
     log.info("step 3/3: %d steps of NVT MD at 300 K with the trained model", md_steps)
     atoms = read(bundled_path("acac", "test"), index=0)
     atoms.calc = MolNetCalculator(model_file, dtype="float64")
-    md_log = run_md(
-        atoms, md_steps, temperature_K=300, timestep_fs=0.5, ensemble="nvt", trajectory=output / "md.extxyz"
+    md_log = run_md(  # the demo's own output of an earlier run is replaced
+        atoms,
+        md_steps,
+        temperature_K=300,
+        timestep_fs=0.5,
+        ensemble="nvt",
+        trajectory=output / "md.extxyz",
+        existing="overwrite",
     )
     md_trace(md_log.time_fs, md_log.total_energy, md_log.temperature, output / "md.png")
     summary = {

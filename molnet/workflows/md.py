@@ -17,10 +17,14 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from molnet.errors import ConfigError, SimulationError
+from molnet.errors import ConfigError, InputError, SimulationError
 
 log = logging.getLogger(__name__)
 ENSEMBLES = ("nve", "nvt", "npt")
+#: What :func:`run_md` does with a trajectory file that already exists.
+EXISTING_TRAJECTORY = ("refuse", "overwrite", "append")
+#: ``atoms.info`` key of a trajectory frame's simulation time (fs); a continued run starts its clock there.
+TIME_INFO = "md_time_fs"
 
 
 @dataclass
@@ -59,9 +63,10 @@ def make_dynamics(
     temperature_K: float,
     friction_per_fs: float = 0.01,
     pressure_bar: float = 1.0,
-    seed: int = 0,
+    seed: int | tuple[int, ...] = 0,
 ):
-    """The ASE integrator for ``ensemble`` (VelocityVerlet, Langevin, or Berendsen NPT)."""
+    """The ASE integrator for ``ensemble`` (VelocityVerlet, Langevin, or Berendsen NPT); ``seed``
+    seeds Langevin's random forces (``numpy.random.default_rng``)."""
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         return VelocityVerlet(atoms, timestep=dt)
@@ -104,40 +109,67 @@ def run_md(
     pressure_bar: float = 1.0,
     progress: bool = True,
     max_bond_distance: float | None = 4.0,
+    thermalize: bool = True,
+    existing: str = "refuse",
 ) -> MDLog:
     """Run ``steps`` MD steps on ``atoms`` (which must carry a calculator); returns the log.
 
-    Velocities are drawn from Maxwell–Boltzmann at ``temperature_K`` with ``seed`` (centre of
-    mass and, for molecules, rotation removed). Frames are appended to ``trajectory`` (extxyz)
-    every ``log_interval`` steps. Non-finite energies (:class:`~molnet.errors.NonFiniteError`)
-    and, for molecules, an atom with no neighbor within ``max_bond_distance`` Å stop the run
-    with an error; frames written so far stay in ``trajectory``.
+    ``thermalize``: velocities are drawn from Maxwell–Boltzmann at ``temperature_K`` with ``seed``
+    (centre of mass and, for molecules, rotation removed) and the clock starts at 0. Otherwise the
+    run continues ``atoms`` as given (a restart from a trajectory frame): its velocities are kept
+    and its clock starts at ``atoms.info["md_time_fs"]`` (0 if absent).
+
+    Frames (with their velocities and ``info["md_time_fs"]``) are written to ``trajectory``
+    (extxyz) every ``log_interval`` steps. A trajectory file that already exists is refused
+    (``existing="refuse"``, nothing written), replaced (``"overwrite"``) or continued
+    (``"append"``). Non-finite energies (:class:`~molnet.errors.NonFiniteError`) and, for
+    molecules, an atom with no neighbor within ``max_bond_distance`` Å stop the run with an error;
+    frames written so far stay in ``trajectory``. A run that continues ``atoms`` into an existing
+    trajectory does not write its first frame again (it is the file's last).
     """
     if steps < 0 or log_interval < 1:
         raise ConfigError("steps must be >= 0 and log_interval >= 1")
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
-    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, pressure_bar, seed)
+    if existing not in EXISTING_TRAJECTORY:
+        raise ConfigError(f"existing must be one of {EXISTING_TRAJECTORY}, got {existing!r}")
+    exists = trajectory is not None and Path(trajectory).exists()
+    if exists and existing == "refuse":
+        raise InputError(
+            f"the trajectory {trajectory} already exists; continue that run (molnet md --restart), "
+            "replace it (--overwrite), or write to another file (--trajectory)"
+        )
+    if exists and existing == "overwrite":
+        Path(trajectory).unlink()
+    if thermalize:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+        Stationary(atoms)
+        if not atoms.pbc.any():
+            ZeroRotation(atoms)
+        start_fs = 0.0
+    else:
+        start_fs = float(atoms.info.get(TIME_INFO, 0.0))
+    # a continued run draws other Langevin forces than the run it continues
+    dynamics_seed = seed if start_fs == 0 else (seed, abs(round(start_fs * 1000)))
+    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, pressure_bar, dynamics_seed)
     md_log = MDLog()
-    if trajectory is not None:
-        Path(trajectory).unlink(missing_ok=True)
 
-    def record() -> None:
+    def record(write_frame: bool = True) -> None:
         if max_bond_distance is not None:
             check_bonded(atoms, max_bond_distance, dyn.get_number_of_steps())
         epot = atoms.get_potential_energy()
         ekin = atoms.get_kinetic_energy()
-        md_log.time_fs.append(dyn.get_number_of_steps() * timestep_fs)
+        now_fs = start_fs + dyn.get_number_of_steps() * timestep_fs
+        md_log.time_fs.append(now_fs)
         md_log.potential_energy.append(epot)
         md_log.total_energy.append(epot + ekin)
         md_log.temperature.append(atoms.get_temperature())
         md_log.volume.append(atoms.get_volume() if atoms.pbc.all() else float("nan"))
-        if trajectory is not None:
+        if trajectory is not None and write_frame:
+            atoms.info[TIME_INFO] = now_fs
             write(trajectory, atoms, format="extxyz", append=True)
 
-    record()
+    record(
+        write_frame=not (exists and existing == "append" and not thermalize)
+    )  # a continued run's first frame is the file's last
     start = time.perf_counter()
     columns = (
         TextColumn("[bold]MD {task.fields[ensemble]}"),

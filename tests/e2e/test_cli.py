@@ -44,6 +44,46 @@ def test_md_default_runs_and_writes_outputs(tmp_path):
     assert "ns/day" in result.stderr or "steps/s" in result.stderr
 
 
+def test_md_refuses_to_overwrite_and_restarts_where_the_run_stopped(tmp_path, caplog):
+    """An existing trajectory is refused (kept byte for byte) unless --overwrite; --restart continues
+    from the last frame's positions and velocities: NVE for 4 + 4 steps ends where 8 steps in one
+    run end (to the file's printed precision), with the clock and the frames continued."""
+    import numpy as np
+    from ase.io import read, write
+
+    from molnet.cli import main
+
+    whole, parts, png = tmp_path / "whole.extxyz", tmp_path / "parts.extxyz", str(tmp_path / "md.png")
+    nve = ["md", "--ensemble", "nve", "--log-interval", "2", "--plot", png]
+    assert main([*nve, "--steps", "8", "--trajectory", str(whole)]) == 0
+    assert main([*nve, "--steps", "4", "--trajectory", str(parts)]) == 0
+    before = parts.read_bytes()
+    assert main([*nve, "--steps", "4", "--trajectory", str(parts)]) == 2
+    assert "already exists; continue that run (molnet md --restart), replace it (--overwrite)" in caplog.text
+    assert parts.read_bytes() == before
+    assert main([*nve, "--steps", "4", "--trajectory", str(parts), "--restart"]) == 0
+    one_run, two_runs = read(whole, index=":"), read(parts, index=":")
+    assert len(one_run) == len(two_runs) == 5
+    assert [f.info["md_time_fs"] for f in two_runs] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_allclose(two_runs[-1].positions, one_run[-1].positions, atol=1e-6)
+    np.testing.assert_allclose(two_runs[-1].get_momenta(), one_run[-1].get_momenta(), atol=1e-6)
+    # a new run from the bundled structure would be 0.01 Å or more away after 4 fs
+    assert np.abs(two_runs[-1].positions - two_runs[2].positions).max() > 1e-2
+
+    assert main([*nve, "--steps", "2", "--trajectory", str(parts), "--overwrite"]) == 0
+    assert len(read(parts, index=":")) == 2
+    caplog.clear()
+    structure = str(bundled_path("acac", "test"))
+    assert main([*nve, "--steps", "2", "--trajectory", str(parts), "--restart", "--structure", structure]) == 2
+    assert "drop --structure and --overwrite" in caplog.text
+    assert main([*nve, "--steps", "2", "--trajectory", str(tmp_path / "none.extxyz"), "--restart"]) == 2
+    assert "there is no trajectory" in caplog.text
+    still = tmp_path / "still.extxyz"
+    write(still, read(structure, index=0))
+    assert main([*nve, "--steps", "2", "--trajectory", str(still), "--restart"]) == 2
+    assert "has no velocities (momenta) to continue from" in caplog.text
+
+
 def test_models_lists_shipped_models():
     result = run("models", "--json")
     names = {e["name"] for e in json.loads(result.stdout)}
