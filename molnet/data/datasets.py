@@ -93,7 +93,8 @@ def extract_targets(
         if value is None and name in require:
             raise DataError(
                 f"{where}: no {name} under the key {key!r} (info keys: {sorted(atoms.info)}, "
-                f"array keys: {sorted(atoms.arrays)}); set {name}_key to the right name"
+                f"array keys: {sorted(atoms.arrays)}); name the right key with --{name}-key on the command line "
+                f"or data.{name}_key in a training config"
             )
     if "stress" in require and not atoms.pbc.all():
         raise DataError(

@@ -82,8 +82,9 @@ def test_missing_energy_names_file_and_frame(tmp_path):
     frames = [Atoms("H", info={"energy": -1.0}), Atoms("H")]
     path = tmp_path / "d.xyz"
     write(path, frames, format="extxyz")
-    with pytest.raises(DataError, match=r"d.xyz, frame 1: no energy under the key 'energy'"):
+    with pytest.raises(DataError, match=r"d.xyz, frame 1: no energy under the key 'energy'") as error:
         read_dataset(path)
+    assert "--energy-key on the command line or data.energy_key in a training config" in str(error.value)
 
 
 def test_wrong_forces_shape(tmp_path):
