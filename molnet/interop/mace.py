@@ -63,6 +63,10 @@ INTERACTIONS = {
 }
 
 
+#: mace-torch's readout gates (``gate=``, as the file names them) and molnet's ``gate`` for each
+READOUT_GATES = {"torch.nn.functional.silu": "silu", "torch.tanh": "tanh"}
+
+
 def check_supported(h: dict) -> None:
     """Raise UnsupportedModelError for any feature molnet's MACE does not have."""
 
@@ -107,7 +111,10 @@ def check_supported(h: dict) -> None:
     kinds = ["LinearReadoutBlock"] * (n - 1) + ["NonLinearReadoutBlock" if n > 1 else "LinearReadoutBlock"]
     need([r["cls"] for r in readouts] == kinds, f"readouts {[r['cls'] for r in readouts]}")
     if n > 1:
-        need(readouts[-1]["gate"] == ["torch.nn.functional.silu"], f"readout gate {readouts[-1]['gate']}")
+        need(
+            len(readouts[-1]["gate"]) == 1 and readouts[-1]["gate"][0] in READOUT_GATES,
+            f"readout gate {readouts[-1]['gate']} (molnet's readout gates with {sorted(READOUT_GATES.values())})",
+        )
 
 
 def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
@@ -139,7 +146,7 @@ def molnet_config(mf: MaceFile, basis: str = "reduced") -> dict:
         "correlation": layers[0]["correlation"][0],
         "num_interactions": h["num_interactions"],
         "radial_MLP": list(layers[0]["radial_MLP"]),
-        "gate": "silu",
+        "gate": READOUT_GATES[h["readouts"][-1]["gate"][0]] if h["num_interactions"] > 1 else "silu",
         "readout_hidden": readout_hidden,
         "first_layer_residual": INTERACTIONS[layers[0]["interaction_cls"]][0],
         "density_normalization": INTERACTIONS[layers[0]["interaction_cls"]][1],
@@ -314,6 +321,9 @@ def convert(mf: MaceFile, basis: str = "reduced", dtype: torch.dtype = torch.flo
     if "scale_shift.scale" in sd:
         put("scale_shift.scale", "scale", h["scale"].reshape(-1)[head if h["scale"].numel() > 1 else 0])
         put("scale_shift.shift", "shift", h["shift"].reshape(-1)[head if h["shift"].numel() > 1 else 0])
+    else:  # mace-torch's plain MACE: interaction energies unscaled
+        put("(plain MACE)", "scale", h["scale"].reshape(-1)[0], "1: no scale_shift in the file")
+        put("(plain MACE)", "shift", h["shift"].reshape(-1)[0], "0: no scale_shift in the file")
 
     # ZBL and Agnesi constants: molnet's must equal the file's (mace-torch can make them trainable)
     for prefix, module in (

@@ -243,6 +243,26 @@ _FUNCTIONS = {
     ("torch.nn.functional", "tanh"),
     ("torch", "abs"),
 }
+#: torch's C functions (``torch.tanh``) pickle as ``getattr(torch._C._VariableFunctionsClass, name)``
+_TORCH_C_FUNCTIONS = ("torch._C", "_VariableFunctionsClass")
+_GETATTR = {("__builtin__", "getattr"), ("builtins", "getattr")}
+
+
+class _TorchCFunctions:
+    """Stands for ``torch._C._VariableFunctionsClass`` in a pickle: only :func:`_function_attribute` uses it."""
+
+
+def _function_attribute(owner, name: str) -> FunctionRef:
+    """The pickle's ``getattr(owner, name)``: only a torch C function of ``_FUNCTIONS`` (as
+    ``FunctionRef("torch.<name>")``); anything else is refused."""
+    if owner is _TorchCFunctions and isinstance(name, str) and ("torch", name) in _FUNCTIONS:
+        return FunctionRef(f"torch.{name}")
+    raise UnsafeModelFileError(
+        f"the file calls getattr on {getattr(owner, '__name__', type(owner).__name__)} for {name!r}, which is not "
+        "one of the torch activation functions a model file holds; refusing to load it (nothing from the file was run)"
+    )
+
+
 #: module prefixes whose classes become inert records
 _RECORD_PREFIXES = ("mace.modules.", "e3nn.", "torch.nn.modules.", "torch.fx.")
 
@@ -262,6 +282,10 @@ class AllowlistUnpickler(pickle.Unpickler):
             return _SAFE[(module, name)]
         if (module, name) in _FUNCTIONS:
             return FunctionRef(f"{module}.{name}")
+        if (module, name) == _TORCH_C_FUNCTIONS:
+            return _TorchCFunctions
+        if (module, name) in _GETATTR:
+            return _function_attribute
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if module.startswith(_RECORD_PREFIXES) and name.isidentifier():
@@ -486,9 +510,11 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
         if r.cls_name == "NonLinearReadoutBlock":
             act = r["non_linearity"]
             entry["MLP_irreps"] = irreps_str(r.get("hidden_irreps"))
-            acts = [m.get("f") for m in act["acts"].modules.values()] if "acts" in act.modules else []
-            entry["gate"] = [a.qualname if isinstance(a, (FunctionRef, Record)) else str(a) for a in acts]
-            entry["gate_cst"] = [m.get("cst") for m in act["acts"].modules.values()] if "acts" in act.modules else []
+            # an activation of None (mace-torch's gate="None") is an empty entry
+            acts = [m for m in act["acts"].modules.values()] if "acts" in act.modules else []
+            gates = [m.get("f") if m is not None else None for m in acts]
+            entry["gate"] = [g.qualname if isinstance(g, (FunctionRef, Record)) else str(g) for g in gates]
+            entry["gate_cst"] = [m.get("cst") if m is not None else None for m in acts]
         readouts.append(entry)
     h["readouts"] = readouts
     return MaceFile(root=root, state_dict=sd, hyper=h, globals_seen=seen)

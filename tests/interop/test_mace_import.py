@@ -38,6 +38,8 @@ EXACT = [
     "hco_res_1layer",
     "hco_density",
     "hcno_density_res",
+    "hco_plain_mace",
+    "hco_gate_tanh",
 ]
 
 
@@ -65,8 +67,9 @@ def _worst(model, name, head=None):
 @pytest.mark.parametrize("name", EXACT)
 def test_imported_models_reproduce_mace_torch(name, tmp_path):
     """Residual and non-residual first layers, plain and density-normalised blocks, max_L 0-2,
-    1-3 layers, correlation 2-4, 3-4 elements, ZBL, Agnesi; a molecule, a triclinic cell (stress)
-    and a slab; through molnet's own file format."""
+    1-3 layers, correlation 2-4, 3-4 elements, ZBL, Agnesi, mace-torch's plain MACE (no scale and
+    shift) and a tanh readout gate; a molecule, a triclinic cell (stress) and a slab; through
+    molnet's own file format."""
     path = molnet.save_model(import_mace(FIXTURES / f"{name}.model"), tmp_path / "m.safetensors")
     worst = _worst(molnet.load_model(path, dtype=torch.float64), name)
     assert worst["energy"] < 1e-8 and worst["forces"] < 1e-7 and worst["stress"] < 1e-8, worst
@@ -118,12 +121,17 @@ def test_a_malicious_file_is_refused_and_runs_nothing(tmp_path):
 
             return (os.system, (f"touch {marker}",))
 
-    for payload in (Exploit(), Command()):
+    class Attribute:  # getattr is allowed for torch's activation functions only
+        def __reduce__(self):
+            return (getattr, (torch._C._VariableFunctionsClass, "empty"))
+
+    for payload in (Exploit(), Command(), Attribute()):
         evil = tmp_path / "evil.model"
         evil.write_bytes(_torch_zip(pickle.dumps(payload, protocol=2)))
         with pytest.raises(
             UnsafeModelFileError,
-            match=r"names (__builtin__.eval|builtins.eval|posix.system).*nothing from the file was run",
+            match=r"(names (__builtin__.eval|builtins.eval|posix.system)|calls getattr on _TorchCFunctions for "
+            r"'empty').*nothing from the file was run",
         ):
             import_mace(evil)
         assert not marker.exists()
@@ -137,6 +145,8 @@ def test_unsupported_features_and_broken_files_fail_clearly(tmp_path):
     mace_file.hyper["layers"][1]["interaction_cls"] = "RealAgnosticDensityResidualInteractionBlock"
     with pytest.raises(UnsupportedModelError, match="density-normalised and plain interaction blocks mixed"):
         convert(mace_file)
+    with pytest.raises(UnsupportedModelError, match=r"readout gate \['None'\] \(molnet's readout gates with"):
+        import_mace(FIXTURES / "hco_gate_none.model")
     with pytest.raises(UnsupportedModelError, match="has no head 'pbe'"):
         import_mace(FIXTURES / "hco_res.model", head="pbe")
     data = (FIXTURES / "hco_res.model").read_bytes()
