@@ -78,7 +78,10 @@ class MolNetModel(ModelInterface):
 
     def graphs(self, state: ts.SimState) -> _Graphs:
         """The batch of atomic graphs of every system in ``state`` (positions wrapped into their cells)."""
-        positions = (state.wrap_positions if state.pbc else state.positions).to(self._dtype)
+        positions = state.positions
+        if state.pbc:  # the linked-cell search needs positions in the cell (SimState.wrap_positions does not wrap)
+            positions = ts.transforms.pbc_wrap_batched(positions, state.cell, state.system_idx)
+        positions = positions.to(self._dtype)
         cell = state.row_vector_cell.to(self._dtype)  # [n_systems, 3, 3], lattice vectors as rows
         n_systems = state.n_systems
         pbc = torch.full((n_systems, 3), bool(state.pbc), device=positions.device)

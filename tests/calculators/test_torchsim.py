@@ -31,7 +31,10 @@ def _cells():
             atoms.cell[:] + np.array([[0.0, 0.3, 0.1], [0.2, 0.0, -0.2], [0.1, 0.4 - 0.2 * k, 0.0]]), scale_atoms=True
         )
         atoms.rattle(0.05, seed=k)
-        atoms.positions += 3.0 * (k - 1)  # some atoms outside the cell: the model wraps them
+        # atoms outside the cell, each moved by its own lattice vectors (unwrapped, as MD output
+        # is), plus a rigid shift: the model wraps them
+        images = np.random.default_rng(k).integers(-2, 3, size=(len(atoms), 3))
+        atoms.positions += images @ atoms.cell[:] + 3.0 * (k - 1)
         cells.append(atoms)
     return cells
 
