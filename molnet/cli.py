@@ -129,6 +129,8 @@ def cmd_md(args: argparse.Namespace) -> int:
             )
     else:
         structure = args.structure or str(bundled_path("acac", "test"))
+        if args.trajectory:
+            refuse_same_file(args.trajectory, structure, "the structure file")
         atoms = read_frame(structure, args.frame, args.charge)
     atoms.calc = MolNetCalculator(
         model=args.model, dtype=args.dtype, compile=args.compile, cueq=args.cueq, device=args.device

@@ -56,6 +56,22 @@ def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:
         )
 
 
+def check_options(
+    steps: int, log_interval: int, timestep_fs: float, temperature_K: float, friction_per_fs: float, pressure_bar: float
+) -> None:
+    """ConfigError naming the first option of :func:`run_md` outside its range."""
+    finite = np.isfinite([timestep_fs, temperature_K, friction_per_fs, pressure_bar]).all()
+    for ok, what in (
+        (steps >= 0 and log_interval >= 1, f"steps must be >= 0 and log_interval >= 1, got {steps} and {log_interval}"),
+        (finite, "timestep, temperature, friction and pressure must be finite numbers"),
+        (timestep_fs > 0, f"the timestep must be > 0 fs, got {timestep_fs}"),
+        (temperature_K >= 0, f"the temperature must be >= 0 K, got {temperature_K}"),
+        (friction_per_fs > 0, f"the Langevin friction must be > 0 per fs, got {friction_per_fs}"),
+    ):
+        if not ok:
+            raise ConfigError(what)
+
+
 def make_dynamics(
     atoms: Atoms,
     ensemble: str,
@@ -127,8 +143,7 @@ def run_md(
     frames written so far stay in ``trajectory``. A run that continues ``atoms`` into an existing
     trajectory does not write its first frame again (it is the file's last).
     """
-    if steps < 0 or log_interval < 1:
-        raise ConfigError("steps must be >= 0 and log_interval >= 1")
+    check_options(steps, log_interval, timestep_fs, temperature_K, friction_per_fs, pressure_bar)
     if existing not in EXISTING_TRAJECTORY:
         raise ConfigError(f"existing must be one of {EXISTING_TRAJECTORY}, got {existing!r}")
     exists = trajectory is not None and Path(trajectory).exists()
@@ -137,8 +152,6 @@ def run_md(
             f"the trajectory {trajectory} already exists; continue that run (molnet md --restart), "
             "replace it (--overwrite), or write to another file (--trajectory)"
         )
-    if exists and existing == "overwrite":
-        Path(trajectory).unlink()
     if thermalize:
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
         Stationary(atoms)
@@ -150,6 +163,8 @@ def run_md(
     # a continued run draws other Langevin forces than the run it continues
     dynamics_seed = seed if start_fs == 0 else (seed, abs(round(start_fs * 1000)))
     dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, pressure_bar, dynamics_seed)
+    if exists and existing == "overwrite":  # only once the options have been accepted
+        Path(trajectory).unlink()
     md_log = MDLog()
 
     def record(write_frame: bool = True) -> None:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from molnet.data import bundled_path
 
@@ -82,6 +83,23 @@ def test_md_refuses_to_overwrite_and_restarts_where_the_run_stopped(tmp_path, ca
     write(still, read(structure, index=0))
     assert main([*nve, "--steps", "2", "--trajectory", str(still), "--restart"]) == 2
     assert "has no velocities (momenta) to continue from" in caplog.text
+
+    # options out of range, or a run that would overwrite its own input, change no file
+    kept = parts.read_bytes()
+    fresh = str(tmp_path / "fresh.extxyz")
+    for options, message in (
+        (["--temperature", "-100"], "the temperature must be >= 0 K, got -100.0"),
+        (["--timestep", "-1", "--ensemble", "nvt"], "the timestep must be > 0 fs, got -1.0"),
+        (["--timestep", "0"], "the timestep must be > 0 fs, got 0.0"),
+    ):
+        assert main([*nve, "--steps", "2", "--trajectory", fresh, *options]) == 2
+        assert message in caplog.text
+    assert not Path(fresh).exists()
+    assert main([*nve, "--steps", "2", "--trajectory", str(parts), "--overwrite", "--ensemble", "npt"]) == 2
+    assert "NPT needs a structure periodic in all three directions" in caplog.text
+    assert main([*nve, "--steps", "2", "--structure", str(parts), "--trajectory", str(parts), "--overwrite"]) == 2
+    assert "is the structure file itself" in caplog.text
+    assert parts.read_bytes() == kept
 
 
 def test_models_lists_shipped_models():
