@@ -290,6 +290,11 @@ class AllowlistUnpickler(pickle.Unpickler):
             return _StorageType(_STORAGE_DTYPES[name])
         if module.startswith(_RECORD_PREFIXES) and name.isidentifier():
             return _record_type(module, name)
+        if module.startswith("__torch__."):
+            raise UnsupportedModelError(
+                f"the file is a TorchScript-compiled model (it names {module}.{name}, e.g. mace-torch's "
+                "*_compiled.model); convert the .model file that mace-torch's training wrote instead"
+            )
         raise UnsafeModelFileError(
             f"the file names {module}.{name}, which is not among the mace-torch, e3nn and torch classes a model "
             "file holds; refusing to load it (nothing from the file was run)"
@@ -451,6 +456,10 @@ def _extract(root: Record, seen: set[str]) -> MaceFile:
 
     rad = root["radial_embedding"]
     h["radial_basis"] = rad["bessel_fn"].cls_name
+    if h["radial_basis"] != "BesselBasis":  # the layout read below is the Bessel basis's
+        raise UnsupportedModelError(
+            f"radial basis {h['radial_basis']} (mace-torch's radial_type); molnet's MACE has the Bessel basis only"
+        )
     h["radial_cutoff_fn"] = rad["cutoff_fn"].cls_name
     h["distance_transform"] = rad["distance_transform"].cls_name if "distance_transform" in rad.modules else None
     h["radial_apply_cutoff"] = rad.get("apply_cutoff", True)

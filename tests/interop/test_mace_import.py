@@ -147,6 +147,13 @@ def test_unsupported_features_and_broken_files_fail_clearly(tmp_path):
         convert(mace_file)
     with pytest.raises(UnsupportedModelError, match=r"readout gate \['None'\] \(molnet's readout gates with"):
         import_mace(FIXTURES / "hco_gate_none.model")
+    with pytest.raises(UnsupportedModelError, match=r"radial basis GaussianBasis \(mace-torch's radial_type\)"):
+        import_mace(FIXTURES / "hco_gaussian.model")
+    # a TorchScript archive names its classes under __torch__ (a pickle that names one, here)
+    scripted = tmp_path / "scripted.model"
+    scripted.write_bytes(_torch_zip(b"\x80\x02c__torch__.mace.modules.models\nScaleShiftMACE\n)\x81."))
+    with pytest.raises(UnsupportedModelError, match=r"is a TorchScript-compiled model .* convert the \.model file"):
+        import_mace(scripted)
     with pytest.raises(UnsupportedModelError, match="has no head 'pbe'"):
         import_mace(FIXTURES / "hco_res.model", head="pbe")
     data = (FIXTURES / "hco_res.model").read_bytes()
