@@ -57,6 +57,10 @@ class MolNetModel(ModelInterface):
 
     ``forward(state)`` returns ``energy [n_systems]`` (eV), ``forces [n_atoms, 3]`` (eV/Å) and,
     when asked and the state is periodic, ``stress``; a non-periodic state gets zero stress.
+
+    A torch-sim 0.3 state has one periodicity flag for all three directions, so it cannot hold a
+    slab (ASE ``pbc=[True, True, False]``): ``ts.io.atoms_to_state`` turns it into a non-periodic
+    system. Evaluate slabs with :class:`~molnet.calculators.MolNetCalculator`.
     """
 
     def __init__(
