@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.geometry import wrap_positions
 
 from molnet.data import AtomicGraph, keys
 from molnet.errors import InputError
@@ -17,6 +18,19 @@ from molnet.nn.dtypes import resolve_dtype
 from molnet.pretrained.registry import model_for_inference
 
 log = logging.getLogger(__name__)
+
+
+def _wrapped(atoms: Atoms) -> Atoms:
+    """``atoms`` with positions wrapped into the cell along its periodic directions (itself when
+    none is periodic, or when the cell cannot wrap: the graph then names what is wrong with it)."""
+    if not atoms.pbc.any():
+        return atoms
+    inside = atoms.copy()
+    try:
+        inside.positions = wrap_positions(atoms.positions, atoms.cell, atoms.pbc)
+    except np.linalg.LinAlgError:
+        return atoms
+    return inside
 
 
 class MolNetCalculator(Calculator):
@@ -88,6 +102,7 @@ class MolNetCalculator(Calculator):
         self.skin = float(skin)
         self._graph: AtomicGraph | None = None
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._offset = np.zeros((0, 3))  # lattice vectors the graph's positions are moved by
         self._charge_warned = False
         self.neighbor_list_builds = 0
 
@@ -111,7 +126,12 @@ class MolNetCalculator(Calculator):
             self.model.species_of(
                 torch.as_tensor(atoms.numbers, device=self.device)
             )  # clear error for unknown elements
-            graph = AtomicGraph.from_atoms(atoms, self.model.r_max + self.skin, dtype=self.torch_dtype)
+            # the model sees positions wrapped into the cell along its periodic directions, so that a
+            # float32 model of an unwrapped trajectory (atoms hundreds of Å out) keeps its precision;
+            # every call until the next rebuild subtracts the same whole lattice vectors
+            inside = _wrapped(atoms)
+            self._offset = atoms.positions - inside.positions  # [n_atoms, 3] Å
+            graph = AtomicGraph.from_atoms(inside, self.model.r_max + self.skin, dtype=self.torch_dtype)
             self._graph = graph.to(self.device)  # one structure: the model takes the graph itself, no collation
             # the pairs within r_max + skin: candidates from which every call keeps those within r_max
             self._candidates = {k: self._graph[k] for k in (keys.EDGE_INDEX, keys.SHIFTS, keys.UNIT_SHIFTS)}
@@ -122,7 +142,7 @@ class MolNetCalculator(Calculator):
         self._graph[keys.TOTAL_CHARGE] = torch.tensor(
             [float(atoms.info.get(keys.CHARGE_INFO, 0.0))], dtype=self.torch_dtype, device=self.device
         )
-        positions = torch.tensor(atoms.positions, dtype=self.torch_dtype, device=self.device)
+        positions = torch.tensor(atoms.positions - self._offset, dtype=self.torch_dtype, device=self.device)
         sender, receiver = self._candidates[keys.EDGE_INDEX]
         lengths = torch.linalg.norm(positions[sender] - positions[receiver] + self._candidates[keys.SHIFTS], dim=1)
         within = lengths < self.model.r_max  # [n_candidates]

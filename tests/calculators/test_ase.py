@@ -94,6 +94,29 @@ def test_skin_reuse_is_identical_to_rebuilding(model):
     assert results[1.0][2] < results[0.0][2] / 3  # the list really was reused
 
 
+def test_float32_keeps_its_precision_for_atoms_far_outside_the_cell(model):
+    """An unwrapped trajectory's atoms can be hundreds of Å from the cell: a float32 model of
+    them (each atom 2,000 cells out, then moved within the skin) gives the forces and stress of the
+    wrapped structure to float32 rounding, not to that of 7,000 Å coordinates."""
+    inside = _periodic()
+    far = inside.copy()
+    far.positions += np.random.default_rng(0).choice([-2000, 2000], size=(len(far), 3)) @ far.cell[:]
+    calculators = [MolNetCalculator(model, dtype=dtype) for dtype in ("float64", "float32", "float32")]
+    for step in range(2):  # a rebuild, then a reuse of the neighbor list with moved atoms
+        moved = 0.05 * step * np.random.default_rng(1).normal(size=inside.positions.shape)
+        results = []
+        for atoms, calc in zip((inside, inside, far), calculators):
+            atoms = atoms.copy()
+            atoms.positions += moved
+            atoms.calc = calc
+            results.append((atoms.get_forces(), atoms.get_stress()))
+        (forces64, stress64), (forces32, stress32), (forces_far, stress_far) = results
+        np.testing.assert_allclose(forces_far, forces64, atol=2e-4, rtol=0)
+        np.testing.assert_allclose(forces_far, forces32, atol=2e-4, rtol=0)
+        np.testing.assert_allclose(stress_far, stress64, atol=2e-5, rtol=0)
+    assert calculators[2].neighbor_list_builds == 1
+
+
 def test_unknown_element_is_refused_clearly(model):
     atoms = Atoms("CN", positions=[[0, 0, 0], [1.2, 0, 0]])
     atoms.calc = MolNetCalculator(model)
