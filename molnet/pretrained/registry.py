@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import urllib.parse
 import urllib.request
@@ -16,7 +17,7 @@ import torch
 
 from molnet.atomic_write import atomic_path
 from molnet.errors import ModelFileError
-from molnet.models.io import load_model_file
+from molnet.models.io import load_model_file, read_metadata
 from molnet.models.potential import Potential
 from molnet.nn.dtypes import resolve_dtype
 
@@ -64,15 +65,20 @@ def cache_dir() -> Path:
 
 
 def download(url: str, sha256: str | None, name: str | None = None) -> Path:
-    """Download ``url`` once into the cache and verify its sha256 before returning the path.
+    """Download ``url`` once into the cache and verify it before returning the path.
 
-    A cache entry is named by the expected sha256, or without one by a hash of the URL itself, so
-    two URLs ending in the same file name never share an entry. Without a sha256 the first
-    download of a URL is kept and reused (delete it from :func:`cache_dir` to fetch the URL again).
-    The download goes to a temporary file that is renamed into place only once verified, so a
-    partial or tampered download never replaces a good cache entry. A checksum mismatch deletes
-    the download and raises :class:`ModelFileError`.
+    A cache entry is named by the expected sha256 (64 hex digits, either case), or without one by
+    a hash of the URL itself, so two URLs ending in the same file name never share an entry.
+    Without a sha256 the first good download of a URL is kept and reused (delete it from
+    :func:`cache_dir` to fetch the URL again). The download goes to a temporary file that is
+    renamed into place only once it is complete (as many bytes as the server announced), matches
+    the sha256 and reads as a molnet model file; otherwise it is deleted and
+    :class:`ModelFileError` says why, so nothing partial or foreign is ever cached.
     """
+    if sha256 is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+            raise ModelFileError(f"{url}: sha256 {sha256!r} is not 64 hexadecimal digits")
+        sha256 = sha256.lower()
     filename = name or Path(urllib.parse.urlparse(url).path).name or "model.safetensors"
     key = sha256 if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()
     target = cache_dir() / f"{key[:16]}-{filename}"
@@ -83,12 +89,25 @@ def download(url: str, sha256: str | None, name: str | None = None) -> Path:
     try:
         with atomic_path(target, suffix=".part") as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
+                announced = response.headers.get("Content-Length") if hasattr(response, "headers") else None
                 shutil.copyfileobj(response, out)
+            received = tmp.stat().st_size
+            if announced is not None and announced.isdigit() and received != int(announced):
+                raise ModelFileError(
+                    f"{url}: the download ended after {received} of {announced} bytes; it was deleted, try again"
+                )
             got = sha256_of(tmp)
             if sha256 is not None and got != sha256:
                 raise ModelFileError(
                     f"{url}: checksum mismatch (expected sha256 {sha256}, got {got}); the download was deleted"
                 )
+            try:
+                read_metadata(tmp)
+            except ModelFileError as exc:
+                reason = str(exc).removeprefix(f"{tmp}: ")
+                raise ModelFileError(
+                    f"{url}: the download is not a molnet model file ({reason}); it was deleted"
+                ) from exc
     except OSError as exc:
         raise ModelFileError(f"{url}: download failed: {exc}") from exc
     log.info("downloaded %s to %s", url, target)
@@ -116,6 +135,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     path = Path(text)
     if not path.exists():
         raise ModelFileError(f"{text!r} is neither a pretrained model name ({sorted(entries)}) nor an existing file")
+    if path.is_dir():
+        raise ModelFileError(f"{text}: is a directory; name the model file (.safetensors) in it")
     return path
 
 

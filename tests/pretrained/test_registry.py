@@ -54,6 +54,58 @@ def test_checksum_mismatch_deletes_download_and_keeps_good_cache(model_file, cac
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before  # nothing partial, good entry intact
 
 
+@pytest.fixture
+def short_server(model_file):
+    """A local HTTP server that announces the model file's length and sends half of it."""
+    import http.server
+    import threading
+
+    data = model_file.read_bytes()
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Short)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/m.safetensors"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_short_or_foreign_download_is_never_cached(model_file, cache, short_server, tmp_path):
+    """Without a checksum, a download cut short (fewer bytes than announced) or a file that is not
+    a molnet model (an HTML error page) is deleted with an error naming the URL, and a later load
+    of the URL downloads again instead of reusing it."""
+    with pytest.raises(ModelFileError, match=r"127.0.0.1:\d+/m.safetensors: the download ended after \d+ of \d+ bytes"):
+        molnet.load_model(short_server)
+    page = tmp_path / "served" / "h.safetensors"
+    page.parent.mkdir()
+    page.write_text("<html><body>404 not found</body></html>")
+    for _ in range(2):
+        with pytest.raises(ModelFileError, match=r"h.safetensors: the download is not a molnet model file \(not a"):
+            molnet.load_model(page.as_uri())
+    assert not cache.exists() or not list(cache.iterdir())
+    page.write_bytes(model_file.read_bytes())  # the URL now serves the model: it is downloaded again
+    assert molnet.load_model(page.as_uri()).elements == ["H", "C", "O"]
+
+
+def test_checksums_in_either_case_and_malformed_ones(model_file, cache, tmp_path):
+    digest = reg.sha256_of(model_file)
+    assert molnet.load_model(f"{model_file.as_uri()}#sha256={digest.upper()}").elements == ["H", "C", "O"]
+    with pytest.raises(ModelFileError, match="sha256 'abc' is not 64 hexadecimal digits"):
+        molnet.load_model(f"{model_file.as_uri()}#sha256=abc")
+    with pytest.raises(ModelFileError, match="is a directory; name the model file"):
+        molnet.load_model(tmp_path)
+
+
 def test_registry_entries_by_name(model_file, cache, tmp_path, monkeypatch):
     entries = [
         {
