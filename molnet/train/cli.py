@@ -6,7 +6,8 @@ settings), ``data:``, ``trainer:`` (Lightning's Trainer) and top-level ``run_dir
 
 Every run writes ``<run_dir>/``: ``config.yaml`` (the resolved configuration), ``metrics.csv``
 (CSV logs), ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and at the end
-``model.safetensors``, ``metrics.json`` (test split) and ``learning_curve.png``.
+``model.safetensors`` (the weights of ``best.ckpt``: :func:`restore_best`), ``metrics.json``
+(their test-split metrics) and ``learning_curve.png``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
@@ -30,6 +32,7 @@ from molnet.atomic_write import atomic_path
 from molnet.train.checkpoint_io import AtomicCheckpointIO
 from molnet.train.datamodule import AtomicDataModule
 from molnet.train.ema import WarmupEMA
+from molnet.train.export import potential_state, read_checkpoint
 from molnet.train.module import PotentialModule
 from molnet.train.sections import to_lightning_args, to_user_config, to_user_names
 
@@ -237,6 +240,28 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 
+def restore_best(trainer: pl.Trainer, module: PotentialModule) -> int:
+    """Load the weights of ``checkpoints/best.ckpt`` (lowest ``val_loss``; of stage two when it ran;
+    the EMA average when EMA is on) into ``module``, as mace-torch keeps its best model; returns
+    their epoch (0-based), or the last epoch's when no validation selected one."""
+    selector = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val_loss"), None)
+    path = selector.best_model_path if selector is not None else ""
+    last = max(trainer.current_epoch - 1, 0)
+    if not path or not Path(path).is_file():
+        return last
+    checkpoint = read_checkpoint(path)
+    module.potential.load_state_dict(potential_state(checkpoint))
+    epoch = int(checkpoint["epoch"])
+    if epoch != last:
+        log.info(
+            "the model is epoch %d's, of lowest validation loss (%.4g); the last epoch's is in %s",
+            epoch,
+            float(selector.best_model_score),
+            Path(path).with_name("last.ckpt"),
+        )
+    return epoch
+
+
 def main(argv: list[str] | None = None) -> int:
     from molnet.models import save_model
 
@@ -259,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=cli.config["ckpt_path"])
     minutes = (time.perf_counter() - start) / 60
+    model_epoch = restore_best(trainer, module)
     test_metrics = {}
     if data.test_file:
         trainer.test(module, datamodule=data, verbose=False)
@@ -269,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "valid_file": data.valid_file,
             "test_file": data.test_file,
             "epochs": trainer.current_epoch,
+            "model_epoch": model_epoch,
             "minutes": round(minutes, 2),
             "test_metrics": test_metrics,
         }

@@ -13,8 +13,8 @@ from molnet.models.potential import Potential
 PREFIX = "potential."
 
 
-def potential_from_checkpoint(path: str | Path) -> Potential:
-    """The (EMA-averaged, when EMA was on) potential stored in a training checkpoint."""
+def read_checkpoint(path: str | Path) -> dict:
+    """A molnet training checkpoint's contents (tensors and plain data only: ``weights_only``)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -23,10 +23,21 @@ def potential_from_checkpoint(path: str | Path) -> Potential:
         raise ModelFileError(
             f"{path}: not a readable molnet training checkpoint ({type(exc).__name__}: {exc})"
         ) from exc
-    config = checkpoint.get("molnet_model_config")
-    if config is None:
+    if checkpoint.get("molnet_model_config") is None:
         raise ModelFileError(f"{path}: not a molnet training checkpoint (no model configuration)")
-    state = {k[len(PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+    return checkpoint
+
+
+def potential_state(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The potential's weights in a checkpoint (:func:`read_checkpoint`): the EMA average when EMA was on."""
+    return {k[len(PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+
+
+def potential_from_checkpoint(path: str | Path) -> Potential:
+    """The (EMA-averaged, when EMA was on) potential stored in a training checkpoint."""
+    checkpoint = read_checkpoint(path)
+    config = checkpoint["molnet_model_config"]
+    state = potential_state(checkpoint)
     dtype = state["e0s"].dtype
     model = build_model(config, dtype=dtype)
     model.load_state_dict(state)

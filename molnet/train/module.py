@@ -43,6 +43,13 @@ def typed_model_config(model: dict) -> dict:
     return typed
 
 
+def model_architecture(model: dict) -> dict:
+    """The architecture a ``model`` section asks for: :func:`typed_model_config`, extending
+    :data:`DEFAULT_MODEL` when it names no family."""
+    typed = typed_model_config(model)
+    return typed if "name" in typed else {**DEFAULT_MODEL, **typed}
+
+
 #: Model options that a run takes from its training data when not given and that a checkpoint
 #: restores with the weights (buffers of the potential), so a resumed run may recompute them.
 DATA_DERIVED_OPTIONS = {"e0s", "scale", "shift"}
@@ -80,7 +87,7 @@ class PotentialModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: dict = DEFAULT_MODEL,  # noqa: B006 - plain dict for LightningCLI
+        model: dict = {},  # noqa: B006 - plain dict for LightningCLI; as written, see model_architecture
         init_from: str | None = None,
         dtype: str = "float32",
         energy_weight: float = 1.0,
@@ -123,7 +130,7 @@ class PotentialModule(pl.LightningModule):
                 f"training.stage_two_start is a fraction of max_epochs in [0, 1), got {stage_two_start} (null: no stage two)"
             )
         if init_from is None:
-            family_config(typed_model_config(model))  # validate before any data is read
+            family_config(model_architecture(model))  # validate before any data is read
         self.potential: Potential | None = None
         self.loss_weights = {
             "energy": energy_weight,
@@ -153,7 +160,7 @@ class PotentialModule(pl.LightningModule):
             dm.configure(self.potential.r_max, dtype)
             log.info("fine-tuning %s (%s)", self.hparams.init_from, self.potential.config["name"])
         else:
-            config = typed_model_config(self.hparams.model)
+            config = model_architecture(self.hparams.model)
             config.setdefault("elements", dm.elements())
             dm.check_elements(config["elements"])
             dm.configure(family_config(config).r_max, dtype)
@@ -191,10 +198,9 @@ class PotentialModule(pl.LightningModule):
         """With ``init_from``, the model file fixes the architecture: values of the ``model``
         section that differ from the file's are refused, not silently dropped.
 
-        Values equal to :data:`DEFAULT_MODEL`'s are not compared: a section without ``name``
-        (and every ``--model.X`` override) is merged into the default model, so they may not have
-        been written. Options that the data determine (E0s, scale, shift) cannot be given at all:
-        a fine-tuned model keeps the file's."""
+        Every value written is compared (the section as written, not merged into
+        :data:`DEFAULT_MODEL`). Options that the data determine (E0s, scale, shift) cannot be given
+        at all: a fine-tuned model keeps the file's."""
 
         def same(key: str, value) -> bool:
             if key == "elements":
@@ -203,11 +209,7 @@ class PotentialModule(pl.LightningModule):
             return key in stored and normal == stored[key]
 
         requested = typed_model_config(self.hparams.model)
-        differing = [
-            key
-            for key, value in requested.items()
-            if key in DATA_DERIVED_OPTIONS or (DEFAULT_MODEL.get(key, object()) != value and not same(key, value))
-        ]
+        differing = [key for key, value in requested.items() if key in DATA_DERIVED_OPTIONS or not same(key, value)]
         if differing:
             listed = ", ".join(
                 f"{key}: {requested[key]!r} (the file: {stored.get(key, 'not set')!r})" for key in differing
@@ -318,6 +320,8 @@ class PotentialModule(pl.LightningModule):
         first = self._stage_two_epoch()  # (a run that starts, or resumes, inside stage two)
         if first is not None and self.current_epoch >= first:
             self._enter_stage_two()
+        if first is not None and self.current_epoch == first:  # stage one's last validation is done
+            self._restart_model_selection()
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         """At an epoch's end: enter stage two when the next epoch is its first, so that the rate
@@ -344,6 +348,22 @@ class PotentialModule(pl.LightningModule):
             self.loss_weights["energy"],
             self.hparams.stage_two_lr,
         )
+
+    def _restart_model_selection(self) -> None:
+        """Forget the best ``val_loss`` so far (``best.ckpt``, early stopping): stage two's loss
+        weighs energies differently, so its losses are compared among themselves, as mace-torch
+        restarts its lowest loss at the SWA stage."""
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        for callback in self.trainer.callbacks:
+            if getattr(callback, "monitor", None) != "val_loss":
+                continue
+            worst = torch.tensor(torch.inf if callback.mode == "min" else -torch.inf)
+            if isinstance(callback, ModelCheckpoint):
+                callback.best_k_models, callback.kth_best_model_path, callback.kth_value = {}, "", worst
+                callback.best_model_score, callback.best_model_path = None, ""
+            elif isinstance(callback, EarlyStopping):
+                callback.best_score, callback.wait_count = worst, 0
 
     def on_load_checkpoint(self, checkpoint) -> None:
         """Restore the stage and loss weights; refuse, naming the differing options, a checkpoint

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from molnet.errors import ConfigError
-from molnet.train.module import DEFAULT_MODEL, PotentialModule, typed_model_config
+from molnet.train.module import PotentialModule, model_architecture, typed_model_config
 
 #: PotentialModule's arguments other than the architecture: the ``training:`` section
 TRAINING_KEYS = frozenset(inspect.signature(PotentialModule.__init__).parameters) - {"self", "model"}
@@ -45,7 +45,8 @@ def split_model_section(section: dict[str, Any]) -> tuple[dict[str, Any], dict[s
 def to_lightning_config(config: dict[str, Any]) -> dict[str, Any]:
     """A configuration in the user layout (or LightningCLI's) → LightningCLI's layout.
 
-    An architecture without ``name`` extends the default model (:data:`DEFAULT_MODEL`).
+    The architecture stays as written; one without ``name`` extends the default model when the
+    module builds it (:func:`~molnet.train.module.model_architecture`).
     """
     config = dict(config)
     training = dict(config.pop("training", None) or {})
@@ -57,8 +58,8 @@ def to_lightning_config(config: dict[str, Any]) -> dict[str, Any]:
     if clash:
         raise ConfigError(f"{sorted(clash)} given under both 'model:' and 'training:'; keep them under 'training:'")
     module = {**old_training, **training}
-    if architecture:
-        module["model"] = architecture if "name" in architecture else {**DEFAULT_MODEL, **architecture}
+    if architecture:  # as written: PotentialModule extends DEFAULT_MODEL (model_architecture)
+        module["model"] = architecture
     if module:
         config["model"] = module
     return config
@@ -140,7 +141,9 @@ def to_user_config(config: dict[str, Any]) -> dict[str, Any]:
     dotted overrides of the architecture (strings on the command line) are written typed."""
     config = dict(config)
     module = dict(config.pop("model", None) or {})
-    architecture = typed_model_config(module.pop("model", None) or {})
+    written = module.pop("model", None) or {}
+    # a new model: the architecture it builds; a fine-tuned one (init_from): what was written (the file has the rest)
+    architecture = typed_model_config(written) if module.get("init_from") else model_architecture(written)
     ordered: dict[str, Any] = {}
     for key, value in config.items():
         if key == "data":

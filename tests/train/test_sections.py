@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from molnet.errors import ConfigError
-from molnet.train.module import DEFAULT_MODEL
+from molnet.train.module import DEFAULT_MODEL, model_architecture
 from molnet.train.sections import to_lightning_args, to_lightning_config, to_user_config, to_user_names
 
 TINY = {"name": "mpnn", "num_channels": 8, "num_interactions": 2, "radial_MLP": [8], "r_max": 4.0}
@@ -27,8 +27,13 @@ def test_user_layout_becomes_lightnings_and_back():
     assert to_user_config(lightning) == user
     # LightningCLI's own layout is read unchanged
     assert to_lightning_config(lightning) == lightning
-    # an architecture without a family name extends the default MACE
-    assert to_lightning_config({"model": {"num_channels": 8}})["model"]["model"] == {**DEFAULT_MODEL, "num_channels": 8}
+    # an architecture without a family name stays as written; the module extends the default MACE
+    lightning = to_lightning_config({"model": {"num_channels": 8}})
+    assert lightning["model"]["model"] == {"num_channels": 8}
+    assert model_architecture(lightning["model"]["model"]) == {**DEFAULT_MODEL, "num_channels": 8}
+    assert to_user_config(lightning)["model"] == {**DEFAULT_MODEL, "num_channels": 8}  # config.yaml: what was built
+    fine_tuned = to_lightning_config({"model": {"num_channels": 8}, "training": {"init_from": "m.safetensors"}})
+    assert to_user_config(fine_tuned)["model"] == {"num_channels": 8}  # the file has the rest
 
 
 def test_bad_sections_are_refused_by_name():

@@ -13,7 +13,7 @@ import torch
 
 from molnet.errors import ConfigError, DataError
 from molnet.train.datamodule import AtomicDataModule
-from molnet.train.module import DEFAULT_MODEL, PotentialModule
+from molnet.train.module import PotentialModule
 from tests.training_helpers import quiet_trainer
 
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
@@ -143,12 +143,17 @@ def test_fine_tuning_refuses_a_model_section_that_asks_for_another_architecture(
     module = PotentialModule(model={"name": "mpnn", "num_channels": 8, "r_max": 4.0}, init_from=str(path))
     with pytest.raises(ConfigError, match=r"num_channels: 8 \(the file: 64\)"):
         _trainer(max_epochs=1).fit(module, datamodule=data)
-    # a section without a name (or --model.X) is merged into the default MACE: only the values
-    # that differ from the defaults are the user's, compared as the file stores them
+    # the values written (a section without a name, --model.X) are compared as the file stores
+    # them, those equal to the default MACE's too
     stored = build_model({"name": "mpnn", "elements": ["O", "C", "H"], "r_max": 4.0, "radial_MLP": [64]}).config
-    written = {**DEFAULT_MODEL, "r_max": 4.0, "radial_MLP": (64,), "elements": ["H", "C", "O"]}
+    written = {"r_max": 4.0, "radial_MLP": (64,), "elements": ["H", "C", "O"]}
     PotentialModule(model=written, init_from=str(path))._refuse_other_architecture(stored)
-    for extra, named in (({"r_max": 3.0}, r"r_max: 3.0 \(the file: 4.0\)"), ({"e0s": {"H": -1.0}}, "e0s")):
+    for extra, named in (
+        ({"r_max": 3.0}, r"r_max: 3.0 \(the file: 4.0\)"),
+        ({"e0s": {"H": -1.0}}, "e0s"),
+        ({"num_channels": "32"}, r"num_channels: 32 \(the file: 64\)"),  # the default MACE's, as --model.X
+        ({"name": "mace"}, r"name: 'mace' \(the file: 'mpnn'\)"),
+    ):
         with pytest.raises(ConfigError, match=named):
             PotentialModule(model={**written, **extra}, init_from=str(path))._refuse_other_architecture(stored)
 

@@ -59,7 +59,18 @@ class Epochs(pl.Callback):
             self.start_weights = {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
+class ValidationLog(pl.Callback):
+    """The validation metrics the loop logged, per epoch."""
+
+    def __init__(self):
+        self.by_epoch: dict[int, dict[str, float]] = {}
+
+    def on_validation_end(self, trainer, module):
+        metrics = trainer.callback_metrics
+        self.by_epoch[trainer.current_epoch] = {k: float(v) for k, v in metrics.items() if k.startswith("val_")}
+
+
+def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None, **training):
     pl.seed_everything(0)
     train, valid = files
     data = AtomicDataModule(
@@ -69,7 +80,9 @@ def _fit(files, run_dir, ema_decay, max_epochs, callbacks, ckpt_path=None):
         batch_size=5,
         valid_batch_size=5,
     )
-    module = PotentialModule(model=TINY, dtype="float32", lr=0.01, scheduler="cosine")  # float32: as users train
+    module = PotentialModule(
+        model=TINY, dtype="float32", lr=0.01, scheduler="cosine", **training
+    )  # float32: as users train
     trainer = quiet_trainer(
         enable_checkpointing=True,
         max_epochs=max_epochs,
@@ -113,6 +126,37 @@ def test_logged_metrics_equal_independent_evaluation_and_last_checkpoint_is_last
     )
     assert resumed.epochs == [EPOCHS, EPOCHS + 1]
     assert all(torch.equal(resumed.start_weights[k], worsen.final_weights[k]) for k in worsen.final_weights)
+
+
+def test_stage_two_selects_among_its_own_epochs_and_the_run_keeps_its_best(ionpair_files, tmp_path):
+    """Stage two weighs energies 1000x, so its validation losses are on another scale: best.ckpt and
+    early stopping start afresh there (as mace-torch's SWA stage does). The model a run ends with is
+    best.ckpt's (EMA) weights, and the metrics the loop logged for that epoch equal an independent
+    evaluation of the exported model."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from molnet.train.cli import restore_best
+
+    validation, early = ValidationLog(), EarlyStopping(monitor="val_loss", patience=EPOCHS)
+    trainer, module = _fit(
+        ionpair_files, tmp_path, 0.99, EPOCHS, [Worsen(), validation, early], stage_two_start=0.5
+    )  # stage two from epoch 3; validation gets worse every epoch after the first
+    first = EPOCHS // 2
+    losses = {epoch: metrics["val_loss"] for epoch, metrics in validation.by_epoch.items()}
+    assert losses[first] > 10 * losses[0]  # stage two's scale: without the restart, epoch 0 stays "best"
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == min(range(first, EPOCHS), key=losses.get)
+    assert float(early.best_score) == pytest.approx(min(losses[e] for e in range(first, EPOCHS)))
+
+    assert restore_best(trainer, module) == best["epoch"]
+    exported = molnet.load_model(molnet.save_model(module.potential, tmp_path / "model.safetensors"), dtype=None)
+    saved = {k[len("potential.") :]: v for k, v in best["state_dict"].items() if k.startswith("potential.")}
+    assert all(torch.equal(exported.state_dict()[k], v) for k, v in saved.items())
+    independent = evaluate_file(exported, ionpair_files[1], batch_size=5, progress=False)
+    logged = validation.by_epoch[best["epoch"]]
+    for name in ("energy_mae_meV", "energy_per_atom_mae_meV", "forces_mae_meV_per_A", "forces_rmse_meV_per_A"):
+        # float32 energies of ~1e3 eV in batches of another order: rounding of 1e-5 relative, not 1e-6
+        assert logged[f"val_{name}"] == pytest.approx(independent[name], rel=1e-5), name
 
 
 def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_average(ionpair_files):
