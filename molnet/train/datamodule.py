@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers as SYMBOL_TO_Z
+from ase.data import chemical_symbols
 from torch.utils.data import Dataset, Sampler
 from torch_geometric.loader import DataLoader
 
@@ -224,9 +225,18 @@ class AtomicDataModule(pl.LightningDataModule):
             e0s = {int(z): e for z, e in train.info["isolated_e0s"].items()}
         else:
             e0s, train = split_isolated_atoms(train)
-        if self.isolated_atoms_file:
+        if self.isolated_atoms_file:  # named explicitly: its energies win over the training file's
             energy_key = self.hparams.isolated_atoms_energy_key or self.hparams.energy_key
-            e0s = {**read_isolated_atoms(self.isolated_atoms_file, energy_key, self.hparams.energy_unit), **e0s}
+            given = read_isolated_atoms(self.isolated_atoms_file, energy_key, self.hparams.energy_unit)
+            differ = sorted(z for z in given.keys() & e0s.keys() if abs(given[z] - e0s[z]) > 1e-6)
+            if differ:
+                log.warning(
+                    "data.isolated_atoms_file %s and the training data's isolated atoms give different energies "
+                    "(eV) for %s; the file's are used",
+                    self.isolated_atoms_file,
+                    ", ".join(f"{chemical_symbols[z]}: {given[z]:.6f} vs {e0s[z]:.6f}" for z in differ),
+                )
+            e0s = {**e0s, **given}
         self.isolated_e0s = e0s
         if self.files["valid"]:
             valid = self._open("valid")

@@ -183,6 +183,26 @@ def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_
     assert float(alt.e0s[0]) == pytest.approx(-10.707211383283003)
 
 
+def test_an_explicit_isolated_atoms_file_wins_over_the_training_files_isolated_atoms(ionpair_files, tmp_path, caplog):
+    """Isolated atoms in the training file (their energies 1 eV off) and an isolated_atoms_file:
+    the file named explicitly gives the E0s, and the disagreement is reported by element."""
+    reference = ase.io.read(IONPAIR / "isolated_atoms.xyz", ":")
+    shifted = []
+    for atoms in reference:
+        copy = atoms.copy()  # (without the calculator that holds the file's energy)
+        copy.info["energy"] = atoms.get_potential_energy() + 1.0
+        shifted.append(copy)
+    train = tmp_path / "train_with_atoms.xyz"
+    ase.io.write(train, shifted + ase.io.read(ionpair_files[0], ":"))
+    data = AtomicDataModule(
+        train_file=str(train), valid_file=str(ionpair_files[1]), isolated_atoms_file=str(IONPAIR / "isolated_atoms.xyz")
+    )
+    data.setup()
+    assert data.isolated_e0s == {int(a.numbers[0]): pytest.approx(a.get_potential_energy()) for a in reference}
+    assert "give different energies (eV) for H: -11.681719 vs -10.681719" in caplog.text
+    assert "the file's are used" in caplog.text
+
+
 def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path, caplog):
     from molnet.models import build_model
     from molnet.models.inference import predict
