@@ -145,6 +145,8 @@ class AtomicDataModule(pl.LightningDataModule):
         ):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"data.{name}: no such file {path!r}")
+        if isinstance(e0s, str) and e0s not in ("isolated", "average"):
+            raise ConfigError(f"data.e0s must be 'isolated', 'average' or a mapping of element to eV, got {e0s!r}")
         self.units = canonical_units(energy_unit, length_unit)
         self.r_max: float | None = None
         self.dtype = torch.float32

@@ -159,6 +159,10 @@ def test_fine_tuning_refuses_a_model_section_that_asks_for_another_architecture(
 
 
 def test_options_that_would_be_ignored_are_refused():
+    with pytest.raises(
+        ConfigError, match="data.e0s must be 'isolated', 'average' or a mapping of element to eV, got 'avg'"
+    ):
+        AtomicDataModule(e0s="avg")  # before any data is read
     with pytest.raises(ConfigError, match="training.warmup_epochs 2 needs scheduler: cosine"):
         PotentialModule(warmup_epochs=2)
     with pytest.raises(ConfigError, match=r"training.stage_two_start is a fraction of max_epochs in \[0, 1\), got 2.0"):
