@@ -100,10 +100,10 @@ def restart_source(args: argparse.Namespace) -> str:
 
     from molnet.errors import InputError
 
-    if args.structure is not None or args.overwrite:
+    if args.structure is not None or args.overwrite or args.frame != 0:
         raise InputError(
             "--restart continues the run in --trajectory from its last frame; "
-            "drop --structure and --overwrite (or drop --restart to start a new run)"
+            "drop --structure, --frame and --overwrite (or drop --restart to start a new run)"
         )
     if not args.trajectory or not Path(args.trajectory).exists():
         raise InputError(
@@ -117,15 +117,15 @@ def cmd_md(args: argparse.Namespace) -> int:
     from molnet.calculators import MolNetCalculator
     from molnet.data import bundled_path
     from molnet.errors import InputError
-    from molnet.workflows.md import run_md
+    from molnet.workflows.md import TIME_INFO, run_md
 
     if args.restart:
         structure = restart_source(args)
         atoms = read_frame(structure, -1, args.charge)
-        if not atoms.has("momenta"):
+        if not atoms.has("momenta") or TIME_INFO not in atoms.info:
             raise InputError(
-                f"the last frame of {structure} has no velocities (momenta) to continue from; "
-                "start a new run from it with --structure instead"
+                f"the last frame of {structure} has no velocities (momenta) or no {TIME_INFO}: it is not a frame of "
+                "molnet md to continue; start a new run from it with --structure instead"
             )
     else:
         structure = args.structure or str(bundled_path("acac", "test"))

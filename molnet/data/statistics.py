@@ -13,7 +13,7 @@ from ase.data import chemical_symbols
 
 from molnet.data import keys
 from molnet.data.neighbors import neighbor_list
-from molnet.errors import DataError
+from molnet.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,12 @@ N_ELEMENTS = len(chemical_symbols)
 #: mace-torch's ``E0s="average"``; minimum-norm where the compositions do not determine them) or
 #: explicit values per element symbol.
 E0Choice = Union[str, Mapping[str, float]]
+
+
+def check_e0_choice(e0s: E0Choice) -> None:
+    """ConfigError unless ``e0s`` is an :data:`E0Choice`."""
+    if not isinstance(e0s, Mapping) and e0s not in ("isolated", "average"):
+        raise ConfigError(f"data.e0s must be 'isolated', 'average' or a mapping of element to eV, got {e0s!r}")
 
 
 @dataclass
@@ -153,10 +159,9 @@ class StatisticsAccumulator:
                     f"data.e0s gives no energy for {missing}; give one for every element of the model {list(elements)}"
                 )
             return {s: float(e0s[s]) for s in elements}
+        check_e0_choice(e0s)
         if e0s == "average":
             return self.fit_e0s(elements, underdetermined_ok=True)
-        if e0s != "isolated":
-            raise DataError(f"data.e0s must be 'isolated', 'average' or a mapping of element to eV, got {e0s!r}")
         isolated = {chemical_symbols[z]: e for z, e in (isolated_e0s or {}).items()}
         if any(s not in isolated for s in elements):
             log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -83,9 +84,15 @@ def download(url: str, sha256: str | None, name: str | None = None) -> Path:
     key = sha256 if sha256 else "url-" + hashlib.sha256(url.encode()).hexdigest()
     target = cache_dir() / f"{key[:16]}-{filename}"
     if target.is_file() and (sha256 is None or sha256_of(target) == sha256):
-        if sha256 is None:
+        if sha256 is not None:
+            return target
+        try:
+            read_metadata(target)
+        except ModelFileError as exc:  # a broken entry without a checksum: fetched anew below
+            log.warning("the cached %s from %s is unreadable (%s); downloading it again", target, url, exc)
+        else:
             log.info("using %s, cached from %s without a checksum (delete it to download again)", target, url)
-        return target
+            return target
     try:
         with atomic_path(target, suffix=".part") as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310
@@ -108,7 +115,7 @@ def download(url: str, sha256: str | None, name: str | None = None) -> Path:
                 raise ModelFileError(
                     f"{url}: the download is not a molnet model file ({reason}); it was deleted"
                 ) from exc
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise ModelFileError(f"{url}: download failed: {exc}") from exc
     log.info("downloaded %s to %s", url, target)
     return target

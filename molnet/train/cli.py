@@ -52,7 +52,8 @@ def run_callbacks(run_dir: Path, ema_decay: float | None) -> list[Callback]:
     """Checkpoints and weight averaging of a run.
 
     ``checkpoints/last.ckpt`` is rewritten after every epoch's validation (resume continues at
-    the next epoch); ``checkpoints/best.ckpt`` only when ``val_loss`` improves. Both are written
+    the next epoch); ``checkpoints/best.ckpt`` only when ``val_loss`` improves (in stage two, on
+    stage two's losses only: :meth:`PotentialModule._restart_model_selection`). Both are written
     atomically by :class:`AtomicCheckpointIO`. With EMA, both hold the averaged weights.
     """
     folder = run_dir / "checkpoints"
@@ -242,22 +243,26 @@ def quiet_lightning() -> None:
 
 def restore_best(trainer: pl.Trainer, module: PotentialModule) -> int:
     """Load the weights of ``checkpoints/best.ckpt`` (lowest ``val_loss``; of stage two when it ran;
-    the EMA average when EMA is on) into ``module``, as mace-torch keeps its best model; returns
-    their epoch (0-based), or the last epoch's when no validation selected one."""
+    the EMA average when EMA is on) into ``module`` on every rank, as mace-torch keeps its best
+    model; returns their epoch (0-based). Where no validation selected one (no validation set, or
+    none in stage two) the module keeps the last epoch's weights, whose epoch is returned."""
     selector = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == "val_loss"), None)
     path = selector.best_model_path if selector is not None else ""
+    best = None
+    if trainer.is_global_zero and path and Path(path).is_file():  # rank 0 wrote it; others may not see it
+        checkpoint = read_checkpoint(path)
+        best = (potential_state(checkpoint), int(checkpoint["epoch"]))
+    best = trainer.strategy.broadcast(best, src=0)
     last = max(trainer.current_epoch - 1, 0)
-    if not path or not Path(path).is_file():
+    if best is None:
         return last
-    checkpoint = read_checkpoint(path)
-    module.potential.load_state_dict(potential_state(checkpoint))
-    epoch = int(checkpoint["epoch"])
+    state, epoch = best
+    module.potential.load_state_dict(state)
     if epoch != last:
         log.info(
-            "the model is epoch %d's, of lowest validation loss (%.4g); the last epoch's is in %s",
+            "the model is epoch %d's, of lowest validation loss; the last epoch's is in %s",
             epoch,
-            float(selector.best_model_score),
-            Path(path).with_name("last.ckpt"),
+            Path(path).with_name("last.ckpt") if path else "checkpoints/last.ckpt",
         )
     return epoch
 

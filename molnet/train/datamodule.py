@@ -24,7 +24,7 @@ from torch_geometric.loader import DataLoader
 from molnet.data import AtomicGraph, bundled_path, random_split, read_dataset, split_isolated_atoms
 from molnet.data.datasets import read_isolated_atoms, split_indices
 from molnet.data.ondisk import OnDiskDataset, is_dataset
-from molnet.data.statistics import DatasetStatistics, StatisticsAccumulator, accumulate
+from molnet.data.statistics import DatasetStatistics, StatisticsAccumulator, accumulate, check_e0_choice
 from molnet.data.units import canonical_units
 from molnet.errors import ConfigError, DataError
 
@@ -145,8 +145,7 @@ class AtomicDataModule(pl.LightningDataModule):
         ):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"data.{name}: no such file {path!r}")
-        if isinstance(e0s, str) and e0s not in ("isolated", "average"):
-            raise ConfigError(f"data.e0s must be 'isolated', 'average' or a mapping of element to eV, got {e0s!r}")
+        check_e0_choice(e0s)
         self.units = canonical_units(energy_unit, length_unit)
         self.r_max: float | None = None
         self.dtype = torch.float32

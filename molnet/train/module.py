@@ -140,6 +140,7 @@ class PotentialModule(pl.LightningModule):
             "charges": charges_weight,
         }
         self.stage_two_active = False  # saved in checkpoints: a resumed run stays in its stage
+        self._selection_restart_pending = False  # see _restart_model_selection; saved in checkpoints too
         self._errors = ErrorSums()
         self.test_metrics: dict[str, float] = {}
 
@@ -199,8 +200,9 @@ class PotentialModule(pl.LightningModule):
         section that differ from the file's are refused, not silently dropped.
 
         Every value written is compared (the section as written, not merged into
-        :data:`DEFAULT_MODEL`). Options that the data determine (E0s, scale, shift) cannot be given
-        at all: a fine-tuned model keeps the file's."""
+        :data:`DEFAULT_MODEL`); a section that is :data:`DEFAULT_MODEL` as a whole names nothing
+        (the ``config.yaml`` of fine-tuning runs of earlier versions holds it). Options that the
+        data determine (E0s, scale, shift) cannot be given at all: a fine-tuned model keeps the file's."""
 
         def same(key: str, value) -> bool:
             if key == "elements":
@@ -209,6 +211,8 @@ class PotentialModule(pl.LightningModule):
             return key in stored and normal == stored[key]
 
         requested = typed_model_config(self.hparams.model)
+        if requested == DEFAULT_MODEL:  # the whole default model, as run folders of earlier versions record it
+            requested = {}
         differing = [key for key, value in requested.items() if key in DATA_DERIVED_OPTIONS or not same(key, value)]
         if differing:
             listed = ", ".join(
@@ -320,8 +324,9 @@ class PotentialModule(pl.LightningModule):
         first = self._stage_two_epoch()  # (a run that starts, or resumes, inside stage two)
         if first is not None and self.current_epoch >= first:
             self._enter_stage_two()
-        if first is not None and self.current_epoch == first:  # stage one's last validation is done
+        if self._selection_restart_pending:  # stage one's last validation and checkpoints are done
             self._restart_model_selection()
+            self._selection_restart_pending = False
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         """At an epoch's end: enter stage two when the next epoch is its first, so that the rate
@@ -338,6 +343,7 @@ class PotentialModule(pl.LightningModule):
         if self.stage_two_active:
             return
         self.stage_two_active = True
+        self._selection_restart_pending = True  # done when the first stage-two epoch starts
         self.loss_weights["energy"] = self.hparams.stage_two_energy_weight
         self.loss_weights["forces"] = self.hparams.stage_two_forces_weight
         for group in self.trainer.optimizers[0].param_groups:
@@ -389,10 +395,12 @@ class PotentialModule(pl.LightningModule):
             )
         self.loss_weights = checkpoint.get("molnet_loss_weights", self.loss_weights)
         self.stage_two_active = bool(checkpoint.get("molnet_stage_two", False))
+        self._selection_restart_pending = bool(checkpoint.get("molnet_selection_restart", False))
 
     def on_save_checkpoint(self, checkpoint) -> None:
         checkpoint["molnet_loss_weights"] = dict(self.loss_weights)
         checkpoint["molnet_stage_two"] = self.stage_two_active
+        checkpoint["molnet_selection_restart"] = self._selection_restart_pending
         checkpoint["molnet_model_config"] = self.potential.config
 
     def configure_optimizers(self):

@@ -57,16 +57,27 @@ def check_bonded(atoms: Atoms, max_distance: float, step: int) -> None:
 
 
 def check_options(
-    steps: int, log_interval: int, timestep_fs: float, temperature_K: float, friction_per_fs: float, pressure_bar: float
+    steps: int,
+    log_interval: int,
+    ensemble: str,
+    timestep_fs: float,
+    temperature_K: float,
+    friction_per_fs: float,
+    pressure_bar: float,
 ) -> None:
-    """ConfigError naming the first option of :func:`run_md` outside its range."""
-    finite = np.isfinite([timestep_fs, temperature_K, friction_per_fs, pressure_bar]).all()
+    """ConfigError naming the options of :func:`run_md` that are out of range (the first found)."""
+    numbers = {
+        "timestep": timestep_fs,
+        "temperature": temperature_K,
+        "friction": friction_per_fs,
+        "pressure": pressure_bar,
+    }
     for ok, what in (
         (steps >= 0 and log_interval >= 1, f"steps must be >= 0 and log_interval >= 1, got {steps} and {log_interval}"),
-        (finite, "timestep, temperature, friction and pressure must be finite numbers"),
+        (np.isfinite(list(numbers.values())).all(), f"these must be finite numbers: {numbers}"),
         (timestep_fs > 0, f"the timestep must be > 0 fs, got {timestep_fs}"),
         (temperature_K >= 0, f"the temperature must be >= 0 K, got {temperature_K}"),
-        (friction_per_fs > 0, f"the Langevin friction must be > 0 per fs, got {friction_per_fs}"),
+        (ensemble != "nvt" or friction_per_fs > 0, f"the Langevin friction must be > 0 per fs, got {friction_per_fs}"),
     ):
         if not ok:
             raise ConfigError(what)
@@ -143,7 +154,7 @@ def run_md(
     frames written so far stay in ``trajectory``. A run that continues ``atoms`` into an existing
     trajectory does not write its first frame again (it is the file's last).
     """
-    check_options(steps, log_interval, timestep_fs, temperature_K, friction_per_fs, pressure_bar)
+    check_options(steps, log_interval, ensemble, timestep_fs, temperature_K, friction_per_fs, pressure_bar)
     if existing not in EXISTING_TRAJECTORY:
         raise ConfigError(f"existing must be one of {EXISTING_TRAJECTORY}, got {existing!r}")
     exists = trajectory is not None and Path(trajectory).exists()

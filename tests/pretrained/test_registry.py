@@ -95,6 +95,11 @@ def test_a_short_or_foreign_download_is_never_cached(model_file, cache, short_se
     assert not cache.exists() or not list(cache.iterdir())
     page.write_bytes(model_file.read_bytes())  # the URL now serves the model: it is downloaded again
     assert molnet.load_model(page.as_uri()).elements == ["H", "C", "O"]
+    # an unreadable entry already in the cache (no checksum to check it by) is fetched anew
+    (entry,) = cache.iterdir()
+    entry.write_text("<html>a page cached by an earlier version</html>")
+    assert molnet.load_model(page.as_uri()).elements == ["H", "C", "O"]
+    assert entry.read_bytes() == model_file.read_bytes()
 
 
 def test_checksums_in_either_case_and_malformed_ones(model_file, cache, tmp_path):

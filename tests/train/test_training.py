@@ -13,7 +13,7 @@ import torch
 
 from molnet.errors import ConfigError, DataError
 from molnet.train.datamodule import AtomicDataModule
-from molnet.train.module import PotentialModule
+from molnet.train.module import DEFAULT_MODEL, PotentialModule
 from tests.training_helpers import quiet_trainer
 
 TINY = {"name": "mpnn", "num_channels": 16, "num_interactions": 2, "radial_MLP": [16], "r_max": 4.0}
@@ -148,6 +148,8 @@ def test_fine_tuning_refuses_a_model_section_that_asks_for_another_architecture(
     stored = build_model({"name": "mpnn", "elements": ["O", "C", "H"], "r_max": 4.0, "radial_MLP": [64]}).config
     written = {"r_max": 4.0, "radial_MLP": (64,), "elements": ["H", "C", "O"]}
     PotentialModule(model=written, init_from=str(path))._refuse_other_architecture(stored)
+    # the whole default model names nothing: run folders of earlier versions recorded it for fine-tuning runs
+    PotentialModule(model=dict(DEFAULT_MODEL), init_from=str(path))._refuse_other_architecture(stored)
     for extra, named in (
         ({"r_max": 3.0}, r"r_max: 3.0 \(the file: 4.0\)"),
         ({"e0s": {"H": -1.0}}, "e0s"),

@@ -158,6 +158,15 @@ def test_stage_two_selects_among_its_own_epochs_and_the_run_keeps_its_best(ionpa
         # float32 energies of ~1e3 eV in batches of another order: rounding of 1e-5 relative, not 1e-6
         assert logged[f"val_{name}"] == pytest.approx(independent[name], rel=1e-5), name
 
+    # resumed for longer, the run stays in stage two (whose first epoch would now be 7): its best
+    # so far is kept, not forgotten at epoch 7
+    resumed, longer = ValidationLog(), 2 * EPOCHS + 2
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    _fit(ionpair_files, tmp_path, 0.99, longer, [Worsen(), resumed], ckpt_path=last, stage_two_start=0.5)
+    losses.update({epoch: metrics["val_loss"] for epoch, metrics in resumed.by_epoch.items()})
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == min(range(first, longer), key=losses.get)
+
 
 def test_single_stoichiometry_without_isolated_atoms_is_refused_and_trains_with_average(ionpair_files):
     train, valid = ionpair_files
