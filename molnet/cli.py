@@ -26,6 +26,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import molnet
     from molnet.workflows.evaluate import evaluate_file
 
+    if args.predictions:
+        refuse_same_file(args.predictions, args.data, "the data file")
     model = molnet.load_model(args.model, dtype=args.dtype)
     metrics = evaluate_file(
         model,

@@ -29,7 +29,7 @@ def _lookup(atoms: Atoms, key: str, container: str):
     return None
 
 
-def _as_stress_matrix(value, where: str) -> np.ndarray:
+def as_stress_matrix(value, where: str) -> np.ndarray:
     """Convert a Voigt-6 (xx, yy, zz, yz, xz, xy) or 3×3/9 stress to a symmetric 3×3 array."""
     arr = np.asarray(value, dtype=np.float64).reshape(-1)
     if arr.size == 6:
@@ -124,7 +124,7 @@ def extract_targets(
             raise DataError(f"{where}: forces under key {forces_key!r} contain NaN or infinite values")
         out.arrays[keys.REF_FORCES] = forces * (e_unit / l_unit)
     if stress is not None:
-        out.info[keys.REF_STRESS] = _as_stress_matrix(stress, where) * (e_unit / l_unit**3)
+        out.info[keys.REF_STRESS] = as_stress_matrix(stress, where) * (e_unit / l_unit**3)
     if dipole is not None:
         dipole = np.asarray(dipole, dtype=np.float64).reshape(-1)
         if dipole.shape != (3,):

@@ -11,6 +11,7 @@ from ase import Atoms
 from torch_geometric.data import Data
 
 from molnet.data import keys
+from molnet.data.datasets import as_stress_matrix
 from molnet.data.neighbors import neighbor_list
 from molnet.errors import InputError
 
@@ -177,7 +178,7 @@ def _attach_targets(graph: AtomicGraph, atoms: Atoms, dtype: torch.dtype) -> Non
     # `molnet eval` give none for slabs and wires), so a slab's reference stress is not fitted
     has_stress = stress is not None and bool(np.all(atoms.pbc))
     graph[keys.STRESS] = (
-        torch.tensor(np.asarray(stress), dtype=dtype).reshape(1, 3, 3)
+        torch.tensor(as_stress_matrix(stress, "the structure's REF_stress"), dtype=dtype).reshape(1, 3, 3)
         if has_stress
         else torch.zeros(1, 3, 3, dtype=dtype)
     )

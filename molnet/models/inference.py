@@ -29,6 +29,8 @@ def predict(
     evaluates in eval mode (PONITA's training mode rotates its grid at random) and is returned
     to its mode afterwards.
     """
+    if isinstance(structures, Atoms):
+        raise TypeError("predict takes a list of structures; for one structure pass [atoms]")
     device = model.e0s.device
     results: list[dict[str, np.ndarray]] = []
     with evaluating(model), Progress(disable=not progress, transient=True) as bar:

@@ -40,6 +40,16 @@ def test_stress_is_a_target_of_fully_periodic_cells_only():
         extract_targets(atoms, require=("stress",), where="slab")
 
 
+def test_a_voigt_ref_stress_in_a_users_file_is_read_as_a_matrix():
+    """mace-torch's files carry REF_stress in Voigt order (xx, yy, zz, yz, xz, xy), as ASE's
+    get_stress gives it: a graph made for the calculator or predict reads it, not crashes."""
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.8, 1.8, 0]], cell=np.eye(3) * 3.6, pbc=True)
+    atoms.info["REF_stress"] = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    g = AtomicGraph.from_atoms(atoms, r_max=3.0, dtype=torch.float64)
+    expected = [[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]]
+    assert g.stress.tolist() == [expected] and g.stress_weight.item() == 1.0
+
+
 def test_edge_vectors_follow_convention():
     atoms = Atoms("CO", positions=[[0, 0, 0], [0.5, 0, 0]], cell=np.eye(3) * 3.0, pbc=True)
     g = AtomicGraph.from_atoms(atoms, r_max=2.0, dtype=torch.float64)

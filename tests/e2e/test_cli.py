@@ -140,6 +140,11 @@ def test_out_of_range_frame_and_self_overwriting_export_are_refused(tmp_path, ca
     md = ["md", "--structure", str(one), "--charge", "1", "--steps", "2", "--trajectory", str(tmp_path / "t.extxyz")]
     assert main([*md, "--plot", str(tmp_path / "md.png")]) == 0
     assert "atoms.info['charge'] = 1.0, but this model has no Coulomb block" in caplog.text
+    data = tmp_path / "dft.xyz"
+    data.write_bytes(bundled_path("acac", "test").read_bytes())
+    assert main(["eval", "--model", "mace-acac", "--data", str(data), "--predictions", str(data)]) == 2
+    assert data.read_bytes() == bundled_path("acac", "test").read_bytes()
+    assert "is the data file itself" in caplog.text
     checkpoint = tmp_path / "last.ckpt"
     checkpoint.write_bytes(b"a training checkpoint")
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(checkpoint)]) == 2

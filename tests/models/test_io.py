@@ -149,6 +149,8 @@ def test_predict_batches_match_single_calls(model):
     crystal = bulk("C", "diamond", a=3.6)
     (out,) = molnet.predict(model, [crystal])
     assert out["stress"].shape == (3, 3)
+    with pytest.raises(TypeError, match=r"predict takes a list of structures; for one structure pass \[atoms\]"):
+        molnet.predict(model, crystal)
 
 
 def test_a_float32_file_loaded_in_float64_keeps_its_constants_exact(tmp_path):
