@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 from torch.utils.data import Dataset, Sampler
 from torch_geometric.loader import DataLoader
 
-from molnet.data import AtomicGraph, bundled_path, random_split, read_dataset, split_isolated_atoms
+from molnet.data import AtomicGraph, bundled_path, keys, random_split, read_dataset, split_isolated_atoms
 from molnet.data.datasets import read_isolated_atoms, split_indices
 from molnet.data.ondisk import OnDiskDataset, is_dataset
 from molnet.data.statistics import DatasetStatistics, StatisticsAccumulator, accumulate, check_e0_choice
@@ -226,6 +226,7 @@ class AtomicDataModule(pl.LightningDataModule):
             e0s = {int(z): e for z, e in train.info["isolated_e0s"].items()}
         else:
             e0s, train = split_isolated_atoms(train)
+            self._warn_of_options_that_select_nothing(train)
         if self.isolated_atoms_file:  # named explicitly: its energies win over the training file's
             energy_key = self.hparams.isolated_atoms_energy_key or self.hparams.energy_key
             given = read_isolated_atoms(self.isolated_atoms_file, energy_key, self.hparams.energy_unit)
@@ -256,6 +257,29 @@ class AtomicDataModule(pl.LightningDataModule):
         log.info(
             "data: %d train, %d valid, %d test structures", len(train), len(valid), len(self._sources.get("test", []))
         )
+
+    def _warn_of_options_that_select_nothing(self, train: list[Atoms]) -> None:
+        """Warn when ``stress_key`` finds no stress in any fully periodic training structure, or
+        ``config_type_weights`` names config types that no training structure has (a misspelt
+        key or type would otherwise train without it)."""
+        h = self.hparams
+        periodic = [a for a in train if a.pbc.all()]
+        if periodic and not any(keys.REF_STRESS in a.info for a in periodic):
+            log.warning(
+                "data.train_file: none of its %d fully periodic structures has a stress under the key %r (info keys "
+                "of the first: %s), so stress is not fitted; name the key with data.stress_key",
+                len(periodic),
+                h.stress_key,
+                sorted(k for k in periodic[0].info if not k.startswith("REF_")),
+            )
+        present = {str(a.info.get("config_type", "Default")) for a in train}
+        unknown = sorted(set(h.config_type_weights or {}) - present)
+        if unknown:
+            log.warning(
+                "data.config_type_weights names %s, which no training structure has (their config types: %s)",
+                unknown,
+                sorted(present),
+            )
 
     def _present(self, split: str) -> set[str]:
         source = self._sources[split]

@@ -212,6 +212,33 @@ def test_an_explicit_isolated_atoms_file_wins_over_the_training_files_isolated_a
     assert "the file's are used" in caplog.text
 
 
+def test_options_that_select_nothing_in_the_training_data_are_reported(tmp_path, caplog):
+    """Four elements in periodic cells with stress under REF_stress: a misspelt stress_key or a
+    config type that no structure has would train without them, so both are reported."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for k, symbols in enumerate(["Cu", "Ag", "Au", "Ni"] * 3):
+        atoms = bulk(symbols, "fcc", a=3.6 + 0.1 * (k % 4), cubic=True)
+        atoms.rattle(0.02, seed=k)
+        atoms.calc = EMT()
+        atoms.info.update(REF_energy=atoms.get_potential_energy(), REF_stress=atoms.get_stress(), config_type="bulk")
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        atoms.calc = None
+        frames.append(atoms)
+    train = tmp_path / "cells.xyz"
+    ase.io.write(train, frames)
+    keys = {"energy_key": "REF_energy", "forces_key": "REF_forces"}
+    AtomicDataModule(train_file=str(train), stress_key="REF_stress", **keys).setup()
+    assert "stress is not fitted" not in caplog.text
+    AtomicDataModule(train_file=str(train), stress_key="REF_stres", config_type_weights={"bul": 10.0}, **keys).setup()
+    assert "none of its 12 fully periodic structures has a stress under the key 'REF_stres'" in caplog.text
+    assert "data.config_type_weights names ['bul'], which no training structure has (their config types: ['bulk'])" in (
+        caplog.text
+    )
+
+
 def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path, caplog):
     from molnet.models import build_model
     from molnet.models.inference import predict
