@@ -437,7 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--head", default=None, help="readout head to keep (default: the only head, or the one named default)"
     )
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=["float32", "float64"],
+        help="precision of the weights in the molnet file (default float64, whatever the source's)",
+    )
     p.add_argument(
         "--basis",
         default="reduced",
