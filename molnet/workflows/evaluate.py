@@ -43,14 +43,19 @@ def report_missing_targets(configs: list[Atoms], data: str | Path, key_names: di
             mask, kind = mask[periodic], "periodic structure"
         if not mask.all():
             where = f"any {kind}" if not mask.any() else f"{int((~mask).sum())} of {len(mask)} {kind}s"
+            first = configs[0]
             log.warning(
-                "%s: no %s under the key %r in %s: %s metrics %s",
+                "%s: no %s under the key %r in %s: %s metrics %s (info keys: %s, array keys: %s; name the key "
+                "with --%s-key)",
                 data,
                 name,
                 key_names[name],
                 where,
                 name,
                 "skipped" if not mask.any() else "over the others",
+                sorted(k for k in first.info if not k.startswith("REF_")),
+                sorted(k for k in first.arrays if not k.startswith("REF_")),
+                name,
             )
     return present
 

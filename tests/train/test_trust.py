@@ -269,6 +269,7 @@ def test_eval_predictions_round_trip_and_missing_targets(ionpair_files, tmp_path
     with caplog.at_level("WARNING"):
         m = evaluate_file(model, bare, plot=tmp_path / "energy_only.png", progress=False)
     assert "no forces under the key 'forces' in any structure" in caplog.text
+    assert "; name the key with --forces-key)" in caplog.text
     assert "forces_mae_meV_per_A" not in m and m["energy_mae_meV"] == pytest.approx(
         metrics["energy_mae_meV"], rel=1e-12
     )
