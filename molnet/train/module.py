@@ -7,6 +7,7 @@ import logging
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from molnet.analysis.metrics import ErrorSums
 from molnet.data import keys
@@ -359,8 +360,6 @@ class PotentialModule(pl.LightningModule):
         """Forget the best ``val_loss`` so far (``best.ckpt``, early stopping): stage two's loss
         weighs energies differently, so its losses are compared among themselves, as mace-torch
         restarts its lowest loss at the SWA stage."""
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
         for callback in self.trainer.callbacks:
             if getattr(callback, "monitor", None) != "val_loss":
                 continue

@@ -193,9 +193,8 @@ def run_md(
             atoms.info[TIME_INFO] = now_fs
             write(trajectory, atoms, format="extxyz", append=True)
 
-    record(
-        write_frame=not (exists and existing == "append" and not thermalize)
-    )  # a continued run's first frame is the file's last
+    continuing = exists and existing == "append" and not thermalize  # its first frame is the file's last
+    record(write_frame=not continuing)
     start = time.perf_counter()
     columns = (
         TextColumn("[bold]MD {task.fields[ensemble]}"),
