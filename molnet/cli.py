@@ -95,12 +95,13 @@ def refuse_same_file(output: str, source: str, what: str) -> None:
         raise InputError(f"the output {output} is {what} itself; write to another file")
 
 
-def restart_source(args: argparse.Namespace) -> str:
-    """The trajectory that ``molnet md --restart`` continues (InputError when the options do not
-    name one run to continue)."""
+def restart_frame(args: argparse.Namespace):
+    """The trajectory that ``molnet md --restart`` continues and its last frame (InputError when the
+    options do not name one molnet md run to continue)."""
     from pathlib import Path
 
     from molnet.errors import InputError
+    from molnet.workflows.md import TIME_INFO
 
     if args.structure is not None or args.overwrite or args.frame != 0:
         raise InputError(
@@ -111,24 +112,23 @@ def restart_source(args: argparse.Namespace) -> str:
         raise InputError(
             f"--restart: there is no trajectory {args.trajectory!r} to continue; name it with --trajectory"
         )
-    return args.trajectory
+    atoms = read_frame(args.trajectory, -1, args.charge)
+    if not atoms.has("momenta") or TIME_INFO not in atoms.info:
+        raise InputError(
+            f"the last frame of {args.trajectory} has no velocities (momenta) or no {TIME_INFO}: it is not a frame "
+            "of molnet md to continue; start a new run from it with --structure instead"
+        )
+    return args.trajectory, atoms
 
 
 def cmd_md(args: argparse.Namespace) -> int:
     from molnet.analysis.plots import md_trace
     from molnet.calculators import MolNetCalculator
     from molnet.data import bundled_path
-    from molnet.errors import InputError
-    from molnet.workflows.md import TIME_INFO, run_md
+    from molnet.workflows.md import run_md
 
     if args.restart:
-        structure = restart_source(args)
-        atoms = read_frame(structure, -1, args.charge)
-        if not atoms.has("momenta") or TIME_INFO not in atoms.info:
-            raise InputError(
-                f"the last frame of {structure} has no velocities (momenta) or no {TIME_INFO}: it is not a frame of "
-                "molnet md to continue; start a new run from it with --structure instead"
-            )
+        structure, atoms = restart_frame(args)
     else:
         structure = args.structure or str(bundled_path("acac", "test"))
         if args.trajectory:
